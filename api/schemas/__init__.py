@@ -1,0 +1,1 @@
+"""pydantic request/response models; camelCase on the wire, unknown fields rejected."""

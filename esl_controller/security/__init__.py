@@ -1,0 +1,1 @@
+"""API keys, Supabase JWT verification, and encryption/redaction of credential secrets."""

@@ -1,0 +1,76 @@
+"""``esl-controller serve``: the API (gevent WSGI server) and, when enabled, the controller parts."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import gevent
+from gevent.event import Event
+from gevent.pywsgi import WSGIServer
+
+from esl_controller.config import Settings
+
+log = logging.getLogger("esl_controller.server")
+
+
+class _QuietLog:
+    """pywsgi's access log routed into our logger tree at DEBUG."""
+
+    def write(self, line: str) -> None:
+        log.debug("%s", line.rstrip())
+
+
+def bootstrap_key(settings: Settings) -> str | None:
+    """Create the first API key when none exists; returns it (shown once) or None."""
+    from esl_controller.db.models import ApiKey
+    from esl_controller.security.api_keys import create_key
+
+    if ApiKey.select().exists():
+        return None
+    return create_key("bootstrap", settings.org_id).key
+
+
+def serve(settings: Settings, ready: Event | None = None, stop: Event | None = None) -> int:
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        monkey.patch_all()
+    from api import create_app
+    from esl_controller import db
+    from esl_controller.cli import _open_db
+
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    _open_db(settings)
+    with db.database.connection_context():
+        db.migrate()
+        key = bootstrap_key(settings)
+    app = create_app(settings)
+    server = WSGIServer(
+        (settings.http.host, settings.http.port), app, log=_QuietLog(), error_log=_QuietLog()
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.http.host, settings.http.port, exc)
+        return 1
+    url = settings.public_url
+    print(f"esl-controller API listening on {url}", flush=True)
+    if key:
+        print("bootstrap API key (shown once, store it now):", flush=True)
+        print(key, flush=True)
+    stop = stop or Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            gevent.signal_handler(sig, stop.set)
+        except ValueError:  # not the main thread (tests)
+            pass
+    if ready is not None:
+        ready.set()
+    stop.wait()
+    log.info("shutting down")
+    server.stop(timeout=5)
+    db.close()
+    sys.stdout.flush()
+    return 0
