@@ -1,0 +1,1 @@
+"""After the call: costs (pure), logs, timeline, analytics, SLO and metrics."""
