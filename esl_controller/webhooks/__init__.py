@@ -1,0 +1,2 @@
+"""Server messages (pure builders), request signing, targets and URL policy; durable delivery lives
+beside them in the I/O modules."""
