@@ -1,0 +1,1 @@
+"""Media path: codecs, the mod_audio_fork codec and server, VAD, endpointing, recording."""

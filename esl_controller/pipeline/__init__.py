@@ -1,0 +1,1 @@
+"""Conversation pipeline: providers (stt, model, tts) and turn handling."""
