@@ -4,6 +4,9 @@ import base64
 import hashlib
 import hmac
 import json
+import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +211,20 @@ def test_mask_headers():
     assert masked["x-signature"] == headers["x-signature"]
     assert "s1" not in json.dumps(masked) and "t1" not in json.dumps(masked)
     assert mask_headers([("X-Thing", "v")], ["x-thing"]) == {"X-Thing": "***"}
+
+
+def test_docs_verification_snippet_accepts_our_signatures():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verify_webhook" in b
+    )
+    namespace: dict = {}
+    exec(compile(block, "docs/webhooks.md", "exec"), namespace)
+    verify_webhook = namespace["verify_webhook"]
+    now = int(time.time())
+    headers = sign_request(body=BODY, url=URL, auths=[HmacAuth("shh")], timestamp=now)
+    assert verify_webhook("shh", headers, BODY)
+    assert not verify_webhook("shh", headers, BODY + b"x")
+    assert not verify_webhook("other", headers, BODY)
+    stale = sign_request(body=BODY, url=URL, auths=[HmacAuth("shh")], timestamp=now - 3600)
+    assert not verify_webhook("shh", stale, BODY)
