@@ -211,6 +211,9 @@ STRICT = UrlPolicy.build(deny_private=True)
         ("http://192.168.1.10/", STRICT, False, "private"),
         ("http://100.64.0.1/", STRICT, False, "private"),
         ("https://hooks.example.test/", STRICT, True, "allowed"),
+        ("http://hooks.example.test@169.254.169.254/", DEFAULT, False, "metadata"),
+        ("http://hooks.example.test:99999/", DEFAULT, False, "malformed"),
+        ("javascript:alert(1)", DEFAULT, False, "scheme"),
     ],
 )
 def test_url_policy_table(url, policy, allowed, reason_part):
@@ -273,3 +276,20 @@ def test_allow_list_only():
 def test_bad_policy_entries_are_rejected():
     with pytest.raises(ValueError, match="deny list"):
         UrlPolicy.build(deny=["http://x.test/path"])
+
+
+def test_pure_modules_import_no_io_frameworks():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import esl_controller.webhooks.messages, esl_controller.webhooks.signing\n"
+        "import esl_controller.webhooks.targets, esl_controller.observe.costs\n"
+        "bad = [m for m in ('gevent', 'flask', 'peewee') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "", out.stdout
