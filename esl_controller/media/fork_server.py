@@ -1,0 +1,548 @@
+"""mod_audio_fork WebSocket server (I/O): gevent StreamServer + wsproto.
+
+One greenlet per connection reads the socket, decodes frames with the pure fork codec and puts
+fixed 20 ms audio frames on a bounded per-call queue (when the consumer falls behind, the oldest
+frame is dropped and counted). ``on_stream(stream)`` runs in its own greenlet once the first
+message (the metadata, or audio) has arrived, so ``stream.metadata`` is known when it starts.
+
+Usage::
+
+    server = ForkServer("127.0.0.1", 0, on_stream)
+    server.start()
+    ...  # uuid_audio_fork <uuid> start ws://127.0.0.1:<port>/fork/<call_id>?rate=16000 mono 16k
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+from gevent.queue import Empty, Full, Queue
+from gevent.server import StreamServer
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from esl_controller.media import fork_codec
+from esl_controller.media.fork_codec import (
+    AudioFrame,
+    ClientText,
+    EndOfAudio,
+    ForkStreamDecoder,
+    ForkTarget,
+    Metadata,
+)
+
+log = logging.getLogger("esl_controller.media.fork")
+
+RECV_SIZE = 65536
+_END = object()
+
+
+class StreamClosed(Exception):
+    """The stream has ended and its queue is drained."""
+
+
+class ForkStream:
+    """One mod_audio_fork connection as the call session sees it."""
+
+    def __init__(
+        self,
+        conn: _Connection,
+        call_id: str,
+        metadata: dict[str, Any] | str | None,
+        sample_rate: int,
+        mix: str,
+        path: str,
+        subprotocol: str | None,
+        queue_frames: int,
+    ) -> None:
+        self._conn = conn
+        self.call_id = call_id
+        self.metadata = metadata
+        self.sample_rate = sample_rate
+        self.mix = mix
+        self.channels = 2 if mix == "stereo" else 1
+        self.path = path
+        self.subprotocol = subprotocol
+        self._frames: Queue = Queue(maxsize=max(1, queue_frames))
+        self._texts: Queue = Queue(maxsize=64)
+        self.closed = Event()
+        self.close_reason: str | None = None
+        self.ended_gracefully = False
+        # counters
+        self.frames_in = 0
+        self.bytes_in = 0
+        self.frames_dropped = 0
+        self.texts_in = 0
+        self.texts_dropped = 0
+        self.messages_out = 0
+        self.bytes_out = 0
+        self.started_at = time.monotonic()
+        self.last_received_at: float | None = None
+
+    # ---------------------------------------------------------------- reading (consumer side)
+
+    def read(self, timeout: float) -> AudioFrame | None:
+        """Next audio frame, or None after ``timeout`` seconds; raises StreamClosed at the end."""
+        try:
+            item = self._frames.get(timeout=timeout)
+        except Empty:
+            return None
+        if item is _END:
+            self._frames.put_nowait(_END)  # stay ended for later readers
+            raise StreamClosed(self.close_reason or "closed")
+        received_at, frame = item
+        self.last_received_at = received_at
+        return frame
+
+    def frames(self, poll: float = 1.0) -> Iterator[AudioFrame]:
+        """Iterate over audio frames until the stream ends (each wait bounded by ``poll``)."""
+        while True:
+            try:
+                frame = self.read(poll)
+            except StreamClosed:
+                return
+            if frame is not None:
+                yield frame
+
+    def read_text(self, timeout: float) -> str | None:
+        """Next ``send_text`` text from FreeSWITCH, or None after ``timeout``."""
+        try:
+            return self._texts.get(timeout=timeout)
+        except Empty:
+            return None
+
+    @property
+    def queued(self) -> int:
+        return self._frames.qsize()
+
+    # ---------------------------------------------------------------- writing (to FreeSWITCH)
+
+    def send_text(self, message: str | dict[str, Any]) -> None:
+        """Send one text frame (a dict is encoded as compact JSON)."""
+        if isinstance(message, dict):
+            message = fork_codec.json_message(message)
+        self._conn.send_text(message)
+        self.messages_out += 1
+        self.bytes_out += len(message)
+
+    def play_audio(
+        self, pcm: bytes, sample_rate: int | None = None, text: str | None = None
+    ) -> None:
+        self.send_text(fork_codec.play_audio(pcm, sample_rate or self.sample_rate, "raw", text))
+
+    def kill_audio(self) -> None:
+        self.send_text(fork_codec.kill_audio())
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the WebSocket (FreeSWITCH fires ``mod_audio_fork::disconnect``)."""
+        self._conn.close(code, reason)
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "frames_in": self.frames_in,
+            "bytes_in": self.bytes_in,
+            "frames_dropped": self.frames_dropped,
+            "texts_in": self.texts_in,
+            "texts_dropped": self.texts_dropped,
+            "messages_out": self.messages_out,
+            "bytes_out": self.bytes_out,
+        }
+
+    # ---------------------------------------------------------------- producer side (connection)
+
+    def _put_frame(self, frame: AudioFrame, received_at: float) -> None:
+        self.frames_in += 1
+        item = (received_at, frame)
+        try:
+            self._frames.put_nowait(item)
+        except Full:
+            try:  # drop the oldest: late audio is worth less than current audio
+                self._frames.get_nowait()
+            except Empty:
+                pass
+            self.frames_dropped += 1
+            if self.frames_dropped == 1 or self.frames_dropped % 500 == 0:
+                log.warning(
+                    "call %s: fork consumer behind, %d frames dropped",
+                    self.call_id,
+                    self.frames_dropped,
+                )
+            try:
+                self._frames.put_nowait(item)
+            except Full:
+                self.frames_dropped += 1
+
+    def _put_text(self, text: str) -> None:
+        self.texts_in += 1
+        try:
+            self._texts.put_nowait(text)
+        except Full:
+            self.texts_dropped += 1
+
+    def _finish(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        while True:
+            try:
+                self._frames.put_nowait(_END)
+                break
+            except Full:
+                try:
+                    self._frames.get_nowait()
+                    self.frames_dropped += 1
+                except Empty:
+                    pass
+        self.closed.set()
+
+
+class _Connection:
+    """The socket side of one fork: handshake, read loop, serialized writes."""
+
+    def __init__(self, server: ForkServer, sock: socket.socket, address: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.address = address
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self._write_lock = Semaphore()
+        self._closing = False
+        self._done = False
+        self.stream: ForkStream | None = None
+        self.target: ForkTarget | None = None
+        self.subprotocol: str | None = None
+        self.decoder: ForkStreamDecoder | None = None
+        self._text_parts: list[str] = []
+        self._binary_len = 0
+        self._end_reason = "open"
+        self.path = ""
+
+    # ---------------------------------------------------------------- writes
+
+    def _write(self, data: bytes) -> None:
+        if not data or self._done:
+            return
+        with self._write_lock:
+            with gevent.Timeout(self.server.send_timeout, TimeoutError("fork send timed out")):
+                self.sock.sendall(data)
+
+    def send_text(self, text: str) -> None:
+        if self._closing or self._done:
+            raise StreamClosed("fork connection is closing")
+        try:
+            self._write(self.ws.send(TextMessage(data=text)))
+        except LocalProtocolError as exc:
+            raise StreamClosed(str(exc)) from exc
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._closing or self._done:
+            return
+        self._closing = True
+        try:
+            self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
+        except (OSError, TimeoutError, LocalProtocolError) as exc:
+            log.debug("fork close send failed: %s", exc)
+            self._abort()
+            return
+        gevent.spawn_later(self.server.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    # ---------------------------------------------------------------- reading
+
+    def run(self) -> None:
+        reason = "closed"
+        try:
+            reason = self._run()
+        except (OSError, TimeoutError) as exc:
+            reason = f"socket error: {exc}"
+        except RemoteProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            log.warning("fork %s: %s", self.address, exc)
+        except Exception:
+            reason = "internal error"
+            log.exception("fork %s: unexpected error", self.address)
+        finally:
+            if self.stream is not None:
+                self.stream._finish(reason)
+                self.server._forget(self.stream)
+                log.info(
+                    "call %s: fork ended (%s) %s",
+                    self.stream.call_id,
+                    reason,
+                    self.stream.counters(),
+                )
+            self._abort()
+
+    def _recv(self, timeout: float) -> bytes | None:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except TimeoutError:
+            return None
+
+    def _run(self) -> str:
+        deadline = time.monotonic() + self.server.handshake_timeout
+        while self.target is None:
+            remaining = deadline - time.monotonic()
+            data = self._recv(max(0.01, remaining)) if remaining > 0 else None
+            if data is None:
+                return "handshake timeout"
+            if not data:
+                return "closed during handshake"
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, Request):
+                    if not self._accept(event):
+                        return "rejected"
+                    break  # frames that came with the handshake stay buffered in wsproto
+        # Data that followed the handshake in the same read is already buffered in wsproto.
+        if not self._handle_events():
+            return self._end_reason
+        while True:
+            data = self._recv(self.server.idle_timeout)
+            if data is None:
+                self.close(1001, "idle timeout")
+                return "idle timeout"
+            if not data:
+                self.ws.receive_data(None)
+                self._handle_events()
+                return self._end_reason if self._end_reason != "open" else "abrupt disconnect"
+            self.ws.receive_data(data)
+            if not self._handle_events():
+                return self._end_reason
+
+    def _accept(self, request: Request) -> bool:
+        try:
+            target = fork_codec.parse_target(request.target, self.server.path_prefix)
+        except ValueError as exc:
+            log.warning("fork %s: bad target %r: %s", self.address, request.target, exc)
+            target = None
+        if target is None:
+            self._write(self.ws.send(RejectConnection(status_code=404)))
+            return False
+        self.target = target
+        self.subprotocol = fork_codec.choose_subprotocol(list(request.subprotocols))
+        self._write(self.ws.send(AcceptConnection(subprotocol=self.subprotocol)))
+        self.path = request.target
+        return True
+
+    def _handle_events(self) -> bool:
+        """Process queued wsproto events; False once the connection is finished."""
+        received_at = time.monotonic()
+        for event in self.ws.events():
+            if isinstance(event, BytesMessage):
+                self._binary_len += len(event.data)
+                if event.data:
+                    self._on_binary(event.data, received_at)
+                if event.message_finished:
+                    if self._binary_len == 0:
+                        self._on_binary(b"", received_at)
+                    self._binary_len = 0
+            elif isinstance(event, TextMessage):
+                self._text_parts.append(event.data)
+                if event.message_finished:
+                    text = "".join(self._text_parts)
+                    self._text_parts = []
+                    self._on_text(text)
+            elif isinstance(event, Ping):
+                self._write(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if event.code == 1006:  # wsproto's marker for EOF without a close frame
+                    self._end_reason = "abrupt disconnect"
+                elif not self._closing:
+                    try:
+                        self._write(self.ws.send(event.response()))
+                    except LocalProtocolError:
+                        pass
+                    self._end_reason = f"closed by peer ({event.code})"
+                else:
+                    self._end_reason = "closed by server"
+                return False
+            if self._end_reason != "open":
+                return False
+        return True
+
+    def _ensure_stream(self, metadata: dict[str, Any] | str | None) -> bool:
+        if self.stream is not None:
+            return True
+        assert self.target is not None
+        call_id = self.target.call_id or fork_codec.metadata_call_id(metadata)
+        if not call_id:
+            log.warning("fork %s: no call id in path or metadata", self.address)
+            self.close(1008, "no call id")
+            self._end_reason = "no call id"
+            return False
+        try:
+            rate = (
+                self.target.sample_rate
+                or fork_codec.metadata_rate(metadata)
+                or self.server.default_sample_rate
+            )
+        except ValueError as exc:
+            self.close(1003, str(exc)[:100])
+            self._end_reason = "bad sample rate"
+            return False
+        mix = self.target.mix or fork_codec.metadata_mix(metadata) or self.server.default_mix
+        self.decoder = ForkStreamDecoder(rate, mix)
+        self.stream = ForkStream(
+            self,
+            call_id,
+            metadata,
+            rate,
+            mix,
+            self.path,
+            self.subprotocol,
+            self.server.queue_frames,
+        )
+        self.server._register(self.stream)
+        return True
+
+    def _on_text(self, text: str) -> None:
+        if self.decoder is None:
+            metadata = fork_codec.parse_metadata(text)
+            if not self._ensure_stream(metadata):
+                return
+            assert self.decoder is not None
+        for event in self.decoder.receive_text(text):
+            if isinstance(event, ClientText):
+                assert self.stream is not None
+                self.stream._put_text(event.text)
+            elif isinstance(event, Metadata):
+                log.debug("call %s: fork metadata %s", self.stream.call_id, event.raw[:200])
+
+    def _on_binary(self, data: bytes, received_at: float) -> None:
+        if self.decoder is None and not self._ensure_stream(None):
+            return
+        assert self.decoder is not None and self.stream is not None
+        if not data:
+            self.decoder.receive_binary(b"")
+            self.stream.ended_gracefully = True
+            for event in self.decoder.flush():
+                if isinstance(event, AudioFrame):
+                    self.stream._put_frame(event, received_at)
+            return
+        self.stream.bytes_in += len(data)
+        for event in self.decoder.receive_binary(data):
+            if isinstance(event, AudioFrame):
+                self.stream._put_frame(event, received_at)
+            elif isinstance(event, EndOfAudio):
+                self.stream.ended_gracefully = True
+
+
+class ForkServer:
+    """WebSocket server for mod_audio_fork connections, one ``on_stream`` greenlet per call."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        on_stream: Callable[[ForkStream], None],
+        *,
+        path_prefix: str = "/fork",
+        default_sample_rate: int = 16000,
+        default_mix: str = "mono",
+        queue_frames: int = 50,
+        idle_timeout: float = 120.0,
+        handshake_timeout: float = 10.0,
+        send_timeout: float = 5.0,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self.on_stream = on_stream
+        self.path_prefix = path_prefix
+        self.default_sample_rate = default_sample_rate
+        self.default_mix = default_mix
+        self.queue_frames = queue_frames
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
+        self.send_timeout = send_timeout
+        self.close_timeout = close_timeout
+        self.streams: dict[str, ForkStream] = {}
+        self.connections_total = 0
+        self.frames_dropped_total = 0
+        self._server = StreamServer((host, port), self._handle)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.server_host, self._server.server_port
+
+    def start(self) -> None:
+        self._server.start()
+        log.info("fork server listening on %s:%d", *self.address)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for stream in list(self.streams.values()):
+            stream.close(1001, "server stopping")
+        self._server.stop(timeout=timeout)
+
+    def get(self, call_id: str) -> ForkStream | None:
+        return self.streams.get(call_id)
+
+    def _handle(self, sock: socket.socket, address: Any) -> None:
+        self.connections_total += 1
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _Connection(self, sock, address).run()
+
+    def _register(self, stream: ForkStream) -> None:
+        old = self.streams.get(stream.call_id)
+        if old is not None:
+            log.warning("call %s: second fork connection replaces the first", stream.call_id)
+        self.streams[stream.call_id] = stream
+        log.info(
+            "call %s: fork connected (%d Hz %s, subprotocol %s)",
+            stream.call_id,
+            stream.sample_rate,
+            stream.mix,
+            stream.subprotocol,
+        )
+        gevent.spawn(self._run_sink, stream)
+
+    def _forget(self, stream: ForkStream) -> None:
+        self.frames_dropped_total += stream.frames_dropped
+        if self.streams.get(stream.call_id) is stream:
+            del self.streams[stream.call_id]
+
+    def _run_sink(self, stream: ForkStream) -> None:
+        try:
+            self.on_stream(stream)
+        except Exception:
+            log.exception("call %s: fork stream handler failed", stream.call_id)
+            stream.close(1011, "handler error")
+
+
+def describe(stream: ForkStream) -> str:
+    """One-line JSON summary of a stream (for logs and debugging)."""
+    return json.dumps(
+        {
+            "callId": stream.call_id,
+            "rate": stream.sample_rate,
+            "mix": stream.mix,
+            **stream.counters(),
+        },
+        separators=(",", ":"),
+    )
