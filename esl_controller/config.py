@@ -174,7 +174,7 @@ def _coerce(value: Any, tp: Any, key: str, from_env: bool) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, key + ".")
+        return _build(tp, value, key + ".", from_env)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
