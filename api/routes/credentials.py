@@ -99,7 +99,9 @@ def referrers(credential_id: str) -> list[str]:
         (WebhookEndpoint, "webhook endpoint"),
         (Assistant, "assistant"),
     ):
-        query = model.select(model.id).where(model.data.contains(credential_id)).limit(5)
+        # coerce(False): match the JSON text itself (JSONField would JSON-encode the LIKE pattern)
+        query = model.select(model.id).where(model.data.coerce(False).contains(credential_id))
+        query = query.limit(5)
         for row in query:
             if row.id not in seen:
                 seen.add(row.id)

@@ -80,7 +80,7 @@ def to_wire(row: Tool) -> dict[str, Any]:
 
 def after_delete(row: Tool) -> None:
     """Drop the deleted tool's id from every assistant's ``model.toolIds``."""
-    for assistant in Assistant.select().where(Assistant.data.contains(row.id)):
+    for assistant in Assistant.select().where(Assistant.data.coerce(False).contains(row.id)):
         data = dict(assistant.data or {})
         model = data.get("model")
         if not isinstance(model, dict) or row.id not in (model.get("toolIds") or []):
