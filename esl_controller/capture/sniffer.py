@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pyroute2 import netns
 
             try:
-                netns.setns(args.netns)
+                netns.setns(args.netns, flags=0)
             except OSError as exc:
                 raise CaptureUnavailable(
                     f"cannot enter network namespace {args.netns!r}: {exc}"
