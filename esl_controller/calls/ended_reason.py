@@ -180,7 +180,7 @@ _NO_ANSWER = frozenset(
 _CALLER_GONE = frozenset({"NORMAL_CLEARING", "ORIGINATOR_CANCEL", "NORMAL_UNSPECIFIED"})
 _TRANSFERRED = frozenset({"BLIND_TRANSFER", "ATTENDED_TRANSFER"})
 _REMOTE_DISPOSITIONS = frozenset({"recv_bye", "recv_cancel", "recv_refuse"})
-_PIPELINE_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,159}$")
+_PIPELINE_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,127}$")  # fits Call.ended_reason (128)
 
 
 def normalize_cause(cause: str | int | None, sip_code: int | None = None) -> str | None:

@@ -1,6 +1,8 @@
 """The call reducer, as tables of input sequences and expected status, endedReason and actions."""
 
 import itertools
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,6 +12,7 @@ from esl_controller.calls.control import parse_control
 from esl_controller.calls.state import (
     ENDED,
     IN_PROGRESS,
+    INPUT_TYPES,
     QUEUED,
     RINGING,
     STATUS_ORDER,
@@ -888,8 +891,19 @@ LATE = [
     RuntimeShutdown(at=T(70)),
     RuntimeRestarted(at=T(70)),
     ReconcileNotFound(at=T(70)),
+    ReconcileFound(at=T(70)),
     WebClientConnected(at=T(70)),
+    CallCreated(at=T(70)),
+    ChannelProgressMedia(at=T(70)),
+    ChannelExecuteComplete(at=T(70), application="playback"),
+    ForkClosed(at=T(70)),
 ]
+
+
+def test_late_table_covers_every_input_type():
+    tested = {type(e) for e in LATE} | {ControlRequest, ChannelHangupComplete}
+    assert tested == set(INPUT_TYPES)
+    assert len({cls.KIND for cls in INPUT_TYPES}) == len(INPUT_TYPES)
 
 
 @pytest.mark.parametrize("event", LATE, ids=lambda e: type(e).__name__)
@@ -1053,3 +1067,13 @@ def test_inputs_and_state_are_frozen():
         state.status = ENDED
     with pytest.raises(AttributeError):
         BYE.cause = "USER_BUSY"
+
+
+def test_reducer_modules_stay_pure():
+    code = (
+        "import sys, esl_controller.calls.state, esl_controller.calls.control; "
+        "print(sorted(m for m in ('gevent', 'flask', 'peewee', 'greenswitch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

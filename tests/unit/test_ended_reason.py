@@ -170,7 +170,8 @@ def test_hangup_reason(cause, direction, answered, sip, disposition, forwarding,
         ),
         ("customer-ended-call", er.PIPELINE_ERROR_UNKNOWN),
         ("pipeline-error-has space", er.PIPELINE_ERROR_UNKNOWN),
-        ("pipeline-error-" + "x" * 200, er.PIPELINE_ERROR_UNKNOWN),
+        ("pipeline-error-" + "x" * 113, "pipeline-error-" + "x" * 113),
+        ("pipeline-error-" + "x" * 114, er.PIPELINE_ERROR_UNKNOWN),
         ("Pipeline-Error-OPENAI", er.PIPELINE_ERROR_UNKNOWN),
         ("", er.PIPELINE_ERROR_UNKNOWN),
     ],
@@ -192,6 +193,7 @@ def test_every_constant_is_listed_and_explained():
     for name, value in constants.items():
         assert value in er.ENDED_REASONS, name
         assert _VAPI_SHAPE.match(value), value
+        assert len(value) <= 128, value  # Call.ended_reason column
     for reason, why in er.ENDED_REASONS.items():
         assert why.strip().endswith("."), reason
         assert er.is_known_reason(reason)
