@@ -48,7 +48,8 @@ class CaptureSettings:
     sip_ports: tuple[int, ...] = DEFAULT_SIP_PORTS
     max_bytes: int = 50 * 1024 * 1024
     max_seconds: float = 4 * 3600.0
-    max_concurrent: int = 50
+    #: each capture is a process of about 68 MB RSS (scapy + pyroute2 imported)
+    max_concurrent: int = 20
     max_files: int = 1000
     min_free_bytes: int = 512 * 1024 * 1024
     #: seconds to wait for a sniffer to be ready, to acknowledge an update, or to seal

@@ -166,3 +166,15 @@ def test_child_without_privilege_gives_a_reason(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr.decode()
     assert events[0]["event"] == "error"
     assert "CAP_NET_RAW" in events[0]["reason"]
+
+
+def test_a_full_disk_seals_the_capture(tmp_path: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("/dev/full is not available")
+    s = _sniffer(tmp_path)
+    s._writer.f.close()
+    s._writer.f = open("/dev/full", "wb", 0)  # every write fails with ENOSPC
+    rtp = _frame("10.0.0.1", 30000, "10.0.0.2", 20000, b"\x80\x00" + b"\x01" * 170)
+    assert not s.handle(rtp, "veth0", socket.PACKET_HOST, 1.0)
+    assert s.sealed is not None and s.sealed.reason == "disk-full"
+    assert s.sealed.packets == 0
