@@ -74,20 +74,20 @@ _WS_URL = re.compile(
 
 
 def validate_uuid(value: str) -> str:
-    if not isinstance(value, str) or not _UUID.match(value):
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
         raise CommandError(f"not a UUID: {value!r}")
     return value.lower()
 
 
 def validate_number(value: str) -> str:
     """An E.164 number or plain digits (``+`` optional), 1 to 20 digits."""
-    if not isinstance(value, str) or not _NUMBER.match(value):
+    if not isinstance(value, str) or not _NUMBER.fullmatch(value):
         raise CommandError(f"not a phone number (digits, optional leading +): {value!r}")
     return value
 
 
 def validate_sip_uri(value: str) -> str:
-    if not isinstance(value, str) or len(value) > 512 or not _SIP_URI.match(value):
+    if not isinstance(value, str) or len(value) > 512 or not _SIP_URI.fullmatch(value):
         raise CommandError(f"not a SIP URI: {value!r}")
     if _FORBIDDEN & set(value):
         raise CommandError(f"SIP URI contains a forbidden character: {value!r}")
@@ -95,25 +95,25 @@ def validate_sip_uri(value: str) -> str:
 
 
 def validate_dtmf(value: str) -> str:
-    if not isinstance(value, str) or not _DTMF.match(value):
+    if not isinstance(value, str) or not _DTMF.fullmatch(value):
         raise CommandError(f"not DTMF digits (0-9 * # A-D w W, at most 99): {value!r}")
     return value
 
 
 def _name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise CommandError(f"bad {what}: {value!r}")
     return value
 
 
 def _cause(value: str) -> str:
-    if not isinstance(value, str) or not _CAUSE.match(value):
+    if not isinstance(value, str) or not _CAUSE.fullmatch(value):
         raise CommandError(f"bad hangup cause: {value!r}")
     return value
 
 
 def _path(value: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > 1024 or not _PATH.match(value):
+    if not isinstance(value, str) or not value or len(value) > 1024 or not _PATH.fullmatch(value):
         raise CommandError(f"bad file path or URL: {value!r}")
     return value
 
@@ -121,7 +121,7 @@ def _path(value: str) -> str:
 def escape_var_value(value: object) -> str:
     """A channel-variable value for a ``{..}`` block: commas escaped, anything risky rejected."""
     text = "true" if value is True else "false" if value is False else str(value)
-    if len(text) > 1024 or _FORBIDDEN & set(text) or not _VAR_VALUE_OK.match(text):
+    if len(text) > 1024 or _FORBIDDEN & set(text) or not _VAR_VALUE_OK.fullmatch(text):
         raise CommandError(f"channel variable value not allowed: {text!r}")
     return text.replace(",", "\\,")
 
@@ -132,7 +132,7 @@ def channel_vars(variables: Mapping[str, object]) -> str:
         return ""
     parts = []
     for name, value in variables.items():
-        if not isinstance(name, str) or not _VAR_NAME.match(name):
+        if not isinstance(name, str) or not _VAR_NAME.fullmatch(name):
             raise CommandError(f"bad channel variable name: {name!r}")
         parts.append(f"{name}={escape_var_value(value)}")
     return "{" + ",".join(parts) + "}"
@@ -146,7 +146,7 @@ def gateway_dialstring(gateway: str, number: str) -> str:
 def sip_uri_dialstring(uri: str, profile: str = "external") -> str:
     """``sofia/<profile>/<user@host>`` for a SIP URI (the ``sip:`` scheme is dropped; ``sips:``
     becomes ``;transport=tls``)."""
-    m = _SIP_URI.match(validate_sip_uri(uri))
+    m = _SIP_URI.fullmatch(validate_sip_uri(uri))
     assert m is not None
     rest = uri.split(":", 1)[1]
     if m.group("scheme") == "sips" and "transport=" not in rest:
@@ -163,7 +163,7 @@ class SocketTarget:
 
     def app(self) -> str:
         host = self.host
-        if not re.match(r"^[A-Za-z0-9.\-:\[\]]+$", host):
+        if not re.fullmatch(r"^[A-Za-z0-9.\-:\[\]]+$", host):
             raise CommandError(f"bad socket host: {host!r}")
         if not 0 < int(self.port) < 65536:
             raise CommandError(f"bad socket port: {self.port!r}")
@@ -195,7 +195,7 @@ def originate(
     if timeout_sec is not None:
         merged["originate_timeout"] = int(timeout_sec)
     dest = target.app() if target is not None else app
-    if target is None and not re.match(r"^&[a-z_]+\([A-Za-z0-9_.:/@ \-]*\)$|^[0-9]+$", app):
+    if target is None and not re.fullmatch(r"^&[a-z_]+\([A-Za-z0-9_.:/@ \-]*\)$|^[0-9]+$", app):
         raise CommandError(f"bad originate application: {app!r}")
     return f"originate {channel_vars(merged)}{dialstring} {dest}"
 
@@ -224,7 +224,7 @@ def uuid_transfer(
     uuid: str, destination: str, dialplan: str = "XML", context: str = "default"
 ) -> str:
     """Transfer to a dialplan extension (a number or a plain extension name)."""
-    if not (_NUMBER.match(destination) or _NAME.match(destination)):
+    if not (_NUMBER.fullmatch(destination) or _NAME.fullmatch(destination)):
         raise CommandError(f"bad transfer destination: {destination!r}")
     return (
         f"uuid_transfer {validate_uuid(uuid)} {destination} "
@@ -270,7 +270,7 @@ def uuid_record_stop(uuid: str, path: str = "all") -> str:
 
 
 def uuid_setvar(uuid: str, name: str, value: object | None = None) -> str:
-    if not isinstance(name, str) or not _VAR_NAME.match(name):
+    if not isinstance(name, str) or not _VAR_NAME.fullmatch(name):
         raise CommandError(f"bad channel variable name: {name!r}")
     cmd = f"uuid_setvar {validate_uuid(uuid)} {name}"
     if value is None:
@@ -312,9 +312,9 @@ def audio_fork_start(
     """
     if mix not in ("mono", "mixed", "stereo"):
         raise CommandError(f"bad mix type: {mix!r}")
-    if not re.match(r"^(?:8k|16k|[1-9][0-9]{3,5})$", rate):
+    if not re.fullmatch(r"^(?:8k|16k|[1-9][0-9]{3,5})$", rate):
         raise CommandError(f"bad sample rate: {rate!r}")
-    if not _WS_URL.match(url) or _FORBIDDEN & (set(url) - {"%"}):
+    if not _WS_URL.fullmatch(url) or _FORBIDDEN & (set(url) - {"%"}):
         raise CommandError(f"bad WebSocket URL: {url!r}")
     cmd = f"uuid_audio_fork {validate_uuid(uuid)} start {url} {mix} {rate} {_name(bugname, 'bugname')}"
     if metadata:

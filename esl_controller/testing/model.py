@@ -321,9 +321,13 @@ class Subscription:
         return name in self.events
 
 
-def fs_split(text: str) -> list[str]:
-    """Split like FreeSWITCH's ``switch_separate_string``: on spaces; ``'...'`` groups words (the
-    quotes are removed); ``\\`` escapes the next character."""
+_UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
+
+
+def fs_split(text: str, delim: str = " ") -> list[str]:
+    """Split like FreeSWITCH's ``switch_separate_string``: on ``delim`` outside ``'...'`` (quotes
+    removed when paired); ``\\`` unescapes only a quote, the delimiter, a backslash or n/r/t/s,
+    and is kept literally before anything else (so ``\\,`` survives a split on spaces)."""
     out: list[str] = []
     cur: list[str] = []
     quote = False
@@ -331,19 +335,21 @@ def fs_split(text: str) -> list[str]:
     while i < len(text):
         c = text[i]
         if c == "\\" and i + 1 < len(text):
-            cur.append(text[i + 1])
-            i += 2
-            continue
-        if c == "'":
+            nxt = text[i + 1]
+            if nxt in ("'", '"', delim, "\\") or nxt in _UNESCAPE:
+                cur.append(_UNESCAPE.get(nxt, nxt))
+                i += 2
+                continue
+        if c == "'" and (quote or "'" in text[i + 1 :]):
             quote = not quote
-        elif c == " " and not quote:
-            if cur:
+        elif c == delim and not quote:
+            if cur or delim != " ":
                 out.append("".join(cur))
-                cur = []
+            cur = []
         else:
             cur.append(c)
         i += 1
-    if cur:
+    if cur or (delim != " " and out):
         out.append("".join(cur))
     return out
 
@@ -369,21 +375,7 @@ def parse_originate(args: str) -> OriginateRequest:
         if end == -1:
             raise ValueError("-ERR bad variable block")
         block, dial = dial[1:end], dial[end + 1 :]
-        part: list[str] = []
-        parts: list[str] = []
-        i = 0
-        while i < len(block):
-            if block[i] == "\\" and i + 1 < len(block):
-                part.append(block[i + 1])
-                i += 2
-                continue
-            if block[i] == ",":
-                parts.append("".join(part))
-                part = []
-            else:
-                part.append(block[i])
-            i += 1
-        parts.append("".join(part))
+        parts = fs_split(block, ",")
         for p in parts:
             if "=" in p:
                 k, v = p.split("=", 1)
