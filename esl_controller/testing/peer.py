@@ -9,7 +9,7 @@
     leg.hangup("NORMAL_CLEARING")                               # the caller hangs up
     peer.stop()
 
-Run it without FreeSWITCH: ``python -m esl_controller.testing.peer --port 8021``.
+Run it without FreeSWITCH: ``python -m esl_controller.testing --port 8021 [--call HOST:PORT]``.
 """
 
 from __future__ import annotations
@@ -122,10 +122,3 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     peer.stop()
     return 0
-
-
-if __name__ == "__main__":
-    from gevent import monkey
-
-    monkey.patch_all()
-    raise SystemExit(main())
