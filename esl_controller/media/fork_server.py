@@ -96,15 +96,20 @@ class ForkStream:
         self.bytes_out = 0
         self.started_at = time.monotonic()
         self.last_received_at: float | None = None
+        self.handler_errors = 0
+        self._handler: Callable[[AudioFrame], None] | None = None
 
     # ---------------------------------------------------------------- reading (consumer side)
 
     def read(self, timeout: float) -> AudioFrame | None:
         """Next audio frame, or None after ``timeout`` seconds; raises StreamClosed at the end."""
         try:
-            item = self._frames.get(timeout=timeout)
+            item = self._frames.get_nowait()  # no timer set up when audio is waiting
         except Empty:
-            return None
+            try:
+                item = self._frames.get(timeout=timeout)
+            except Empty:
+                return None
         if item is _END:
             self._frames.put_nowait(_END)  # stay ended for later readers
             raise StreamClosed(self.close_reason or "closed")
@@ -168,8 +173,27 @@ class ForkStream:
 
     # ---------------------------------------------------------------- producer side (connection)
 
+    def set_frame_handler(self, handler: Callable[[AudioFrame], None] | None) -> None:
+        """Deliver frames inline, in the socket's greenlet, instead of through the queue.
+
+        For cheap, non-blocking per-frame work (VAD, recording, handing audio to an STT worker
+        pipe): it saves a queue hand-off and a greenlet switch per frame. The handler must not
+        block; its exceptions are logged and counted, never fatal to the connection. Frames
+        already queued stay readable with ``read()``.
+        """
+        self._handler = handler
+
     def _put_frame(self, frame: AudioFrame, received_at: float) -> None:
         self.frames_in += 1
+        if self._handler is not None:
+            self.last_received_at = received_at
+            try:
+                self._handler(frame)
+            except Exception:
+                self.handler_errors += 1
+                if self.handler_errors == 1:
+                    log.exception("call %s: frame handler failed", self.call_id)
+            return
         item = (received_at, frame)
         try:
             self._frames.put_nowait(item)
@@ -233,6 +257,8 @@ class _Connection:
         self._binary_len = 0
         self._end_reason = "open"
         self.path = ""
+        self._idle = False
+        self._last_rx = time.monotonic()
 
     # ---------------------------------------------------------------- writes
 
@@ -324,10 +350,33 @@ class _Connection:
         # Data that followed the handshake in the same read is already buffered in wsproto.
         if not self._handle_events():
             return self._end_reason
+        # No per-read timer (it costs a timer per frame): a watchdog enforces the idle timeout.
+        self.sock.settimeout(None)
+        self._last_rx = time.monotonic()
+        watchdog = gevent.spawn(self._watchdog)
+        try:
+            return self._read_loop()
+        except OSError:
+            if self._idle:
+                return "idle timeout"
+            raise
+        finally:
+            watchdog.kill(block=False)
+
+    def _watchdog(self) -> None:
+        period = max(0.05, min(self.server.idle_timeout / 4.0, 5.0))
+        while not self._done:
+            gevent.sleep(period)
+            if time.monotonic() - self._last_rx > self.server.idle_timeout:
+                self._idle = True
+                self.close(1001, "idle timeout")  # forced shut after close_timeout
+                return
+
+    def _read_loop(self) -> str:
         while True:
-            data = self._recv(self.server.idle_timeout)
-            if data is None:
-                self.close(1001, "idle timeout")
+            data = self.sock.recv(RECV_SIZE)
+            self._last_rx = time.monotonic()
+            if self._idle:
                 return "idle timeout"
             if not data:
                 self.ws.receive_data(None)

@@ -83,6 +83,10 @@ class _Track:
         if not pcm:
             return dropped
         off = (start - base) * SAMPLE_WIDTH
+        if off == len(self.buf):  # the common case: contiguous audio
+            self.buf += pcm
+            self.end = max(self.end, start + len(pcm) // SAMPLE_WIDTH)
+            return dropped
         need = off + len(pcm)
         if need > len(self.buf):
             self.buf.extend(bytes(need - len(self.buf)))

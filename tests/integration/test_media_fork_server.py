@@ -219,3 +219,20 @@ def test_vad_over_the_fork(rate, streams):
         assert ends[0].started_at == pytest.approx(spoken.segments[0][0], abs=0.1)
     finally:
         srv.stop(timeout=2)
+
+
+def test_idle_connection_is_closed(streams):
+    srv = ForkServer("127.0.0.1", 0, streams.put, idle_timeout=0.3, close_timeout=0.5)
+    srv.start()
+    try:
+        c = client(srv, "/fork/idle")
+        c.send_audio(bytes(640))  # then FreeSWITCH goes quiet (paused, or a dead peer)
+        stream = streams.get(timeout=5)
+        with pytest.raises(ForkClosed) as info:
+            while True:
+                assert c.recv(timeout=5) is not None
+        assert info.value.code == 1001
+        assert stream.closed.wait(timeout=5)
+        assert stream.close_reason == "idle timeout"
+    finally:
+        srv.stop(timeout=2)
