@@ -22,6 +22,9 @@ from esl_controller.logs import request_id_var
 log = logging.getLogger("esl_controller.api")
 
 
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class _Rollback(Exception):
     """Passed to the transaction's __exit__ to roll back a request that answered an error."""
 
@@ -38,8 +41,10 @@ def _install_request_lifecycle(app: Flask, settings: Settings) -> None:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, f"request body larger than {limit} bytes")
         database.connect(reuse_if_open=True)
-        g.txn = database.atomic()
-        g.txn.__enter__()
+        if request.method not in _READ_METHODS:
+            # writes: one transaction per request, so a failure part-way leaves nothing behind
+            g.txn = database.atomic()
+            g.txn.__enter__()
 
     @app.after_request
     def _finish(response):

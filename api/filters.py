@@ -105,4 +105,5 @@ def apply_list_query(query, model, lq: ListQuery):
             query = query.where(field >= value)
         else:
             query = query.where(field <= value)
-    return query.order_by(model.created_at.desc(), model.id.desc()).limit(lq.limit)
+    # created_at alone: its index serves both the bounds and the order, so a page stops after `limit` rows
+    return query.order_by(model.created_at.desc()).limit(lq.limit)

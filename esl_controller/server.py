@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 
 import gevent
@@ -20,6 +21,29 @@ class _QuietLog:
 
     def write(self, line: str) -> None:
         log.debug("%s", line.rstrip())
+
+
+class NoDelayWSGIServer(WSGIServer):
+    """Sets TCP_NODELAY on every accepted connection (responses go out as headers then body)."""
+
+    def handle(self, sock, address):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (tests may hand us other sockets)
+            pass
+        return super().handle(sock, address)
+
+
+def make_listener(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening socket with TCP_NODELAY (inherited by accepted sockets on Linux), so a response written
+    as headers then body is not held back by Nagle's algorithm waiting for the client's delayed ACK."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
 
 
 def bootstrap_key(settings: Settings) -> str | None:
@@ -47,14 +71,13 @@ def serve(settings: Settings, ready: Event | None = None, stop: Event | None = N
         db.migrate()
         key = bootstrap_key(settings)
     app = create_app(settings)
-    server = WSGIServer(
-        (settings.http.host, settings.http.port), app, log=_QuietLog(), error_log=_QuietLog()
-    )
     try:
-        server.start()
+        listener = make_listener(settings.http.host, settings.http.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.http.host, settings.http.port, exc)
         return 1
+    server = NoDelayWSGIServer(listener, app, log=_QuietLog(), error_log=_QuietLog())
+    server.start()
     url = settings.public_url
     print(f"esl-controller API listening on {url}", flush=True)
     if key:
