@@ -195,7 +195,7 @@ def run_step(
 ) -> dict:
     import gevent
 
-    from esl_controller.media.fork_server import ForkServer
+    from esl_controller.media.fork_server import ForkServer, StreamClosed
     from esl_controller.media.recorder import CallRecorder
     from esl_controller.media.vad import SpeechEnded, VoiceActivityDetector
 
@@ -214,7 +214,10 @@ def run_step(
         def handle(frame) -> None:
             for event in vad.process(frame.caller) if vad else ():
                 if isinstance(event, SpeechEnded):  # STT stubbed: a fixed transcript
-                    stream.send_text({"type": "transcription", "data": {"text": "stub"}})
+                    try:
+                        stream.send_text({"type": "transcription", "data": {"text": "stub"}})
+                    except StreamClosed:  # the step is ending
+                        pass
                     if rec:
                         rec.add_assistant(reply, event.detected_at + 0.3)
                     if stats.measuring:
