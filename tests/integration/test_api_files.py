@@ -481,3 +481,45 @@ def test_openapi_documents_the_upload(client):
     post = doc.json["paths"]["/file"]["post"]
     assert "multipart/form-data" in post["requestBody"]["content"]
     assert "/file/{id}/content" in doc.json["paths"]
+
+
+# -- the official SDK over a real socket ------------------------------------------------------------
+
+
+@pytest.fixture
+def sdk(app, api_key):
+    """``vapi.Vapi`` talking to the app served by gevent's WSGI server on an ephemeral loopback port."""
+    vapi = pytest.importorskip("vapi")
+    from gevent.pywsgi import WSGIServer
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None)
+    server.start()
+    try:
+        yield vapi.Vapi(
+            token=api_key, base_url=f"http://127.0.0.1:{server.server_port}", timeout=10
+        )
+    finally:
+        server.stop(timeout=5)
+
+
+def test_sdk_round_trip(sdk):
+    content = wav_bytes(0.2, seed=3)
+    created = sdk.files.create(
+        file=("greeting.wav", content, "audio/wav"), purpose="assistant", metadata='{"k": "v"}'
+    )
+    assert created.id
+    assert created.object == "file"
+    assert created.name == "greeting.wav"
+    assert created.bytes == len(content)
+    assert created.mimetype == "audio/wav"
+    assert created.purpose == "assistant"
+    assert created.metadata == {"k": "v"}
+    plain = sdk.files.create(file=("notes.txt", b"call back at seven"))
+    assert plain.purpose is None
+
+    assert [f.id for f in sdk.files.list()] == [plain.id, created.id]
+    assert [f.id for f in sdk.files.list(purpose="assistant")] == [created.id]
+    assert sdk.files.get(created.id).original_name == "greeting.wav"
+    assert sdk.files.update(created.id, name="hello.wav").name == "hello.wav"
+    assert sdk.files.delete(created.id).id == created.id
+    assert [f.id for f in sdk.files.list()] == [plain.id]

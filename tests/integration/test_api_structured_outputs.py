@@ -352,3 +352,67 @@ def test_outputs_for_assistant(client, app):
     with database.connection_context():
         assert [o.id for o in outputs_for_assistant(a2)] == []
         assert [o.data["name"] for o in outputs_for_assistant(a1)] == ["first"]
+
+
+# -- the official SDK over a real socket ------------------------------------------------------------
+
+
+@pytest.fixture
+def sdk(app, api_key):
+    """``vapi.Vapi`` talking to the app served by gevent's WSGI server on an ephemeral loopback port."""
+    vapi = pytest.importorskip("vapi")
+    from gevent.pywsgi import WSGIServer
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None)
+    server.start()
+    try:
+        yield vapi.Vapi(
+            token=api_key, base_url=f"http://127.0.0.1:{server.server_port}", timeout=10
+        )
+    finally:
+        server.stop(timeout=5)
+
+
+def test_sdk_round_trip(sdk):
+    from vapi import JsonSchema
+    from vapi.core.api_error import ApiError
+
+    so = sdk.structured_outputs
+    created = [
+        so.structured_output_controller_create(
+            name=f"out-{i}",
+            schema=JsonSchema(type="object", properties={"ok": {"type": "boolean"}}),
+        )
+        for i in range(3)
+    ]
+    assert created[0].name == "out-0"
+    assert created[0].schema_.type == "object"
+    assert created[0].type == "ai"
+
+    page = so.structured_output_controller_find_all(limit=2, page=1)
+    assert [o.id for o in page.results] == [created[2].id, created[1].id]
+    assert page.metadata.total_items == 3
+    assert page.metadata.current_page == 1
+    assert page.metadata.items_per_page == 2
+    page2 = so.structured_output_controller_find_all(limit=2, page=2, sort_order="DESC")
+    assert [o.id for o in page2.results] == [created[0].id]
+
+    updated = so.structured_output_controller_update(
+        created[0].id, schema_override="false", description="does the caller agree?"
+    )
+    assert updated.description == "does the caller agree?"
+    with pytest.raises(ApiError) as info:
+        so.structured_output_controller_update(
+            created[0].id, schema_override="false", schema=JsonSchema(type="string")
+        )
+    assert info.value.status_code == 400
+    changed = so.structured_output_controller_update(
+        created[0].id, schema_override="true", schema=JsonSchema(type="string")
+    )
+    assert changed.schema_.type == "string"
+
+    removed = so.structured_output_controller_remove(created[0].id)
+    assert removed.id == created[0].id
+    with pytest.raises(ApiError) as info:
+        so.structured_output_controller_find_one(created[0].id)
+    assert info.value.status_code == 404
