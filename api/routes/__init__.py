@@ -17,6 +17,7 @@ BLUEPRINT_MODULES = (
     "files",
     "structured_outputs",
     "calls",
+    "logs",
 )
 
 
