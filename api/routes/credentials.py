@@ -21,6 +21,7 @@ from api.schemas.credential import (
     CredentialResponse,
     deep_merge,
     drop_nulls,
+    find_nul,
     patch_merge,
     split_secrets,
 )
@@ -46,6 +47,8 @@ def _model_for(provider: str):
 
 def _fields(body: dict[str, Any]) -> dict[str, Any]:
     """Validate a full body for its provider and split it into the stored columns."""
+    if (where := find_nul(body)) is not None:
+        raise ApiError(400, f"{where}: text must not contain NUL characters")
     model = _model_for(body.get("provider"))
     clean = drop_nulls(validate(model, body))
     public, secrets, hints = split_secrets(clean, model.SECRET_PATHS)

@@ -17,7 +17,7 @@ from api.crud import ResourceSpec, register_crud, services, stamps, validate
 from api.errors import ApiError
 from api.openapi import OperationDoc, document
 from api.routes.credentials import require_credential
-from api.schemas.credential import deep_merge, drop_nulls, patch_merge, split_secrets
+from api.schemas.credential import deep_merge, drop_nulls, find_nul, patch_merge, split_secrets
 from api.schemas.phone_number import (
     LOOSE_NUMBER_RE,
     PHONE_NUMBER_MODELS,
@@ -65,6 +65,8 @@ def _check_unique(number: str | None, sip_uri: str | None, own_id: str | None) -
 
 def _fields(body: dict[str, Any], own_id: str | None = None) -> dict[str, Any]:
     """Validate a full body for its provider, check its references, and build the row's columns."""
+    if (where := find_nul(body)) is not None:
+        raise ApiError(400, f"{where}: text must not contain NUL characters")
     model = _model_for(body.get("provider"))
     clean = drop_nulls(validate(model, body))
     assistant_id = clean.get("assistantId")

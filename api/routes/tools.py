@@ -16,7 +16,7 @@ from api.crud import ResourceSpec, default_to_wire, register_crud, validate
 from api.errors import ApiError
 from api.openapi import OperationDoc, document
 from api.routes.credentials import require_credential
-from api.schemas.credential import drop_nulls, patch_merge
+from api.schemas.credential import drop_nulls, find_nul, patch_merge
 from api.schemas.tool import ToolCreate, ToolEnvelope, ToolPatch, ToolResponse, model_for
 from api.sealing import redact_server, seal_server
 from esl_controller.db.fields import utcnow
@@ -35,10 +35,9 @@ def _check_references(body: dict[str, Any]) -> str | None:
     server_cred = (body.get("server") or {}).get("credentialId")
     if server_cred:
         require_credential(server_cred, "server.credentialId")
+    destinations = body.get("destinations") if body["type"] == "handoff" else None
     assistant_ids = [
-        d["assistantId"]
-        for d in body.get("destinations") or []
-        if isinstance(d, dict) and d.get("assistantId") and body["type"] == "handoff"
+        d["assistantId"] for d in destinations or [] if isinstance(d, dict) and d.get("assistantId")
     ]
     if assistant_ids:
         found = {
@@ -51,6 +50,8 @@ def _check_references(body: dict[str, Any]) -> str | None:
 
 
 def _fields(body: dict[str, Any]) -> dict[str, Any]:
+    if (where := find_nul(body)) is not None:
+        raise ApiError(400, f"{where}: text must not contain NUL characters")
     model = model_for(body.get("type"))
     if model is None:
         raise ApiError(400, f"type {body.get('type')!r} is not a known tool type")

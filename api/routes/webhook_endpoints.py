@@ -14,7 +14,7 @@ from flask import Blueprint
 from api.crud import ResourceSpec, register_crud, stamps, validate
 from api.errors import ApiError
 from api.routes.credentials import require_credential
-from api.schemas.credential import drop_nulls, patch_merge
+from api.schemas.credential import drop_nulls, find_nul, patch_merge
 from api.schemas.webhook_endpoint import (
     SCOPES,
     WebhookEndpointCreate,
@@ -30,6 +30,8 @@ SCOPE_MODELS = {"assistant": Assistant, "phone-number": PhoneNumber, "tool": Too
 
 
 def _fields(body: dict[str, Any]) -> dict[str, Any]:
+    if (where := find_nul(body)) is not None:
+        raise ApiError(400, f"{where}: text must not contain NUL characters")
     clean = drop_nulls(validate(WebhookEndpointCreate, body))
     scope = clean.setdefault("scope", "account")
     scope_id = clean.get("scopeId")

@@ -352,6 +352,26 @@ def patch_merge(
     return out
 
 
+def find_nul(value: Any, path: str = "body") -> str | None:
+    """The path of the first string (key or value) holding a NUL character, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path != "body" else str(key)
+            if "\x00" in str(key):
+                return where
+            found = find_nul(item, where)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_nul(item, f"{path}.{index}")
+            if found:
+                return found
+    return None
+
+
 def drop_nulls(body: dict[str, Any]) -> dict[str, Any]:
     """Top-level ``null`` means "not set": stored bodies never carry them."""
     return {k: v for k, v in body.items() if v is not None}

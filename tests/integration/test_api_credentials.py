@@ -295,6 +295,7 @@ def test_provider_cannot_change(client):
         ),
         ({"provider": "webhook", "headers": {"Bad Header": "v"}}, "header"),
         ({"provider": "twilio", "accountSid": "AC1"}, "authToken"),
+        ({"provider": "openai", "apiKey": OPENAI_KEY, "name": "a\x00b"}, "NUL"),
     ],
 )
 def test_bad_bodies_are_400(client, log_records, body, needle):
@@ -386,3 +387,57 @@ def test_load_credential_secrets_missing(app, database):
     with app.app_context(), database.connection_context():
         with pytest.raises(LookupError):
             load_credential_secrets("00000000-0000-4000-8000-000000000009")
+
+
+FUZZ_VALUES = [
+    None, True, 0, -1, 1e308, "", "x", "a\x00b", "+14155550123", "sip:a@b.example",
+    "https://a.example", [], [1], [{}], {}, {"type": "bearer"}, "00000000-0000-4000-8000-000000000001",
+    "é" * 300,
+]  # fmt: skip
+FUZZ_KEYS = {
+    "/credential": ("provider", "name", "apiKey", "apiUrl", "gateways", "outboundAuthenticationPlan",
+                    "authenticationPlan", "headers", "url", "accountSid"),
+    "/phone-number": ("provider", "name", "number", "sipUri", "credentialId", "assistantId", "server",
+                      "fallbackDestination", "authentication", "numberE164CheckEnabled", "hooks"),
+    "/tool": ("type", "function", "server", "messages", "destinations", "method", "url",
+              "credentialId", "body", "async"),
+    "/webhook-endpoint": ("url", "scope", "scopeId", "events", "enabled", "credentialId", "headers",
+                          "name", "timeoutSeconds"),
+}  # fmt: skip
+FUZZ_KINDS = {
+    "/credential": ("provider", ["openai", "byo-sip-trunk", "webhook", "custom-llm", "twilio"]),
+    "/phone-number": ("provider", ["vapi", "byo-phone-number", "twilio"]),
+    "/tool": ("type", ["function", "apiRequest", "transferCall", "handoff", "sms"]),
+    "/webhook-endpoint": ("url", ["https://hooks.example.com/x"]),
+}
+
+
+def test_random_bodies_never_500(client):
+    """Seeded random bodies (right keys, wrong values) on create and update: always 2xx or 4xx."""
+    import random
+
+    rnd = random.Random(20240607)
+    seeds = {
+        "/credential": BODIES["openai"][0],
+        "/phone-number": {"provider": "vapi", "sipUri": "sip:seed@pbx.example.com"},
+        "/tool": {"type": "endCall"},
+        "/webhook-endpoint": {"url": "https://hooks.example.com/seed"},
+    }
+    made = {path: [client.post(path, json=body).get_json()["id"]] for path, body in seeds.items()}
+    fuzzed_creates = 0
+    for _ in range(400):
+        path = rnd.choice(list(FUZZ_KEYS))
+        keys = rnd.sample(FUZZ_KEYS[path], rnd.randint(0, 4))
+        body = {k: rnd.choice(FUZZ_VALUES) for k in keys}
+        disc, kinds = FUZZ_KINDS[path]
+        if rnd.random() < 0.8:
+            body[disc] = rnd.choice(kinds)
+        resp = client.post(path, json=body)
+        assert resp.status_code < 500, (path, body, resp.get_json())
+        if resp.status_code == 201:
+            fuzzed_creates += 1
+            made[path].append(resp.get_json()["id"])
+        body.pop(disc if path != "/webhook-endpoint" else "", None)
+        resp = client.patch(f"{path}/{rnd.choice(made[path])}", json=body)
+        assert resp.status_code < 500, ("PATCH", path, body, resp.get_json())
+    assert fuzzed_creates > 10  # the bodies were not all trivially rejected

@@ -279,6 +279,7 @@ def test_references(client, trunk, assistant):
         ({"provider": "magic", "number": "+14155550123"}, "provider"),
         ({"number": "+14155550123"}, "provider"),
         ({"provider": "twilio", "number": "+14155550123"}, "twilioAccountSid"),
+        ({"provider": "vapi", "sipUri": "sip:a@b.example", "name": "\x00"}, "NUL"),
     ],
 )
 def test_bad_bodies(client, body, needle):

@@ -148,6 +148,7 @@ def test_round_trip(client, kind):
         ({"type": "endCall", "bogus": 1}, "bogus"),
         ({"type": "dtmf", "sipInfoDtmfEnabled": "yes please"}, "sipInfoDtmfEnabled"),
         ({"type": "teleport"}, "type"),
+        ({"type": "endCall", "metadata": {"k": "v\x00"}}, "metadata.k"),
         ({"type": 3}, "type"),
         ({}, "type"),
         ({"type": "sms", "credentialId": "not-a-uuid"}, "credentialId"),

@@ -163,6 +163,8 @@ def test_list_filters(client, targets):
         ({"url": "https://a.example", "headers": {"X-A": "a\r\nInjected: 1"}}, "headers"),
         ({"url": "https://a.example", "timeoutSeconds": 0}, "timeoutSeconds"),
         ({"url": "https://a.example", "secret": "x"}, "secret"),
+        ({"url": "https://a.example/\x00"}, "NUL"),
+        ({"url": "https://a.example", "name": "a\x00"}, "NUL"),
     ],
 )
 def test_bad_bodies(client, body, needle):
