@@ -53,6 +53,8 @@ class Receiver:
     script: Callable[[Seen, int], tuple[int, list, bytes]] | None = None
     delay: float = 0.0
     requests: list[Seen] = field(default_factory=list)
+    #: requests as they arrive, before the delay and the answer
+    arrivals: list[Seen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._changed = gevent.event.Event()
@@ -77,6 +79,8 @@ class Receiver:
         seen = Seen(environ["PATH_INFO"], headers, body)
         n = self._per_path.get(seen.path, 0) + 1
         self._per_path[seen.path] = n
+        self.arrivals.append(seen)
+        self._changed.set()
         if self.delay:
             gevent.sleep(self.delay)  # the receiver is slow (what is being tested), not a test wait
         status, extra, out = self.script(seen, n) if self.script else (200, [], b"ok")
@@ -85,9 +89,12 @@ class Receiver:
         start_response(f"{status} X", [("Content-Length", str(len(out))), *extra])
         return [out]
 
-    def wait_for(self, predicate: Callable[[list[Seen]], bool], timeout: float = 10.0) -> None:
+    def wait_for(
+        self, predicate: Callable[[list[Seen]], bool], timeout: float = 10.0, arrivals: bool = False
+    ) -> None:
+        """Wait until ``predicate(requests answered)`` (or of requests arrived) holds."""
         with gevent.Timeout(timeout, AssertionError(f"receiver: condition not met in {timeout} s")):
-            while not predicate(self.requests):
+            while not predicate(self.arrivals if arrivals else self.requests):
                 self._changed.clear()
                 self._changed.wait()
 
