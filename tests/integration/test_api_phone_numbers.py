@@ -329,3 +329,67 @@ def test_find_by_dialed(client, app, database, trunk):
     with app.app_context(), database.connection_context():
         got = {dialed: getattr(find_by_dialed(dialed), "id", None) for dialed in cases}
     assert got == cases
+
+
+@pytest.fixture
+def sdk(app, api_key):
+    """``vapi.Vapi`` talking to the app served by gevent's WSGI server on an ephemeral loopback port."""
+    vapi = pytest.importorskip("vapi")
+    from gevent.pywsgi import WSGIServer
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None)
+    server.start()
+    try:
+        yield vapi.Vapi(
+            token=api_key, base_url=f"http://127.0.0.1:{server.server_port}", timeout=10
+        )
+    finally:
+        server.stop(timeout=5)
+
+
+def test_sdk_round_trip(sdk, client, trunk):
+    from vapi.core.api_error import ApiError
+    from vapi.phone_numbers.types.create_phone_numbers_request import (
+        CreatePhoneNumbersRequest_ByoPhoneNumber,
+        CreatePhoneNumbersRequest_Vapi,
+    )
+    from vapi.phone_numbers.types.update_phone_numbers_request_body import (
+        UpdatePhoneNumbersRequestBody_Vapi,
+    )
+    from vapi.types.sip_authentication import SipAuthentication
+
+    byo_number = sdk.phone_numbers.create(
+        request=CreatePhoneNumbersRequest_ByoPhoneNumber(
+            number="+14155550123", credential_id=trunk, name="byo"
+        )
+    )
+    assert byo_number.provider == "byo-phone-number" and byo_number.credential_id == trunk
+    sip = sdk.phone_numbers.create(
+        request=CreatePhoneNumbersRequest_Vapi(
+            sip_uri="sip:sdk@pbx.example.com",
+            authentication=SipAuthentication(username="u", password=SIP_PW),
+        )
+    )
+    assert sip.provider == "vapi" and sip.sip_uri == "sip:sdk@pbx.example.com"
+    assert sip.authentication.password != SIP_PW
+    listed = sdk.phone_numbers.list()
+    assert [(p.id, p.provider) for p in listed] == [
+        (sip.id, "vapi"),
+        (byo_number.id, "byo-phone-number"),
+    ]
+    updated = sdk.phone_numbers.update(
+        sip.id, request=UpdatePhoneNumbersRequestBody_Vapi(name="desk")
+    )
+    assert updated.name == "desk" and updated.sip_uri == sip.sip_uri
+    assert sdk.phone_numbers.get(sip.id).name == "desk"
+    assert sdk.phone_numbers.delete(sip.id).id == sip.id
+    with pytest.raises(ApiError) as err:
+        sdk.phone_numbers.get(sip.id)
+    assert err.value.status_code == 404
+    with pytest.raises(ApiError) as err:
+        sdk.phone_numbers.create(
+            request=CreatePhoneNumbersRequest_ByoPhoneNumber(
+                number="+14155550123", credential_id=trunk
+            )
+        )
+    assert err.value.status_code == 400

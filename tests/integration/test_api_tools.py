@@ -239,3 +239,57 @@ def test_bad_requests(client):
     assert_error(client.post("/tool", data="[1,", content_type="application/json"))
     assert_error(client.get("/tool?limit=1001"))
     assert_error(client.get("/tool?updatedAtLe=soon"))
+
+
+@pytest.fixture
+def sdk(app, api_key):
+    """``vapi.Vapi`` talking to the app served by gevent's WSGI server on an ephemeral loopback port."""
+    vapi = pytest.importorskip("vapi")
+    from gevent.pywsgi import WSGIServer
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None)
+    server.start()
+    try:
+        yield vapi.Vapi(
+            token=api_key, base_url=f"http://127.0.0.1:{server.server_port}", timeout=10
+        )
+    finally:
+        server.stop(timeout=5)
+
+
+def test_sdk_round_trip(sdk):
+    from vapi.core.api_error import ApiError
+    from vapi.tools.types.create_tools_request import (
+        CreateToolsRequest_EndCall,
+        CreateToolsRequest_Function,
+    )
+    from vapi.tools.types.update_tools_request_body import UpdateToolsRequestBody_Function
+    from vapi.types.open_ai_function import OpenAiFunction
+    from vapi.types.server import Server
+
+    fn = sdk.tools.create(
+        request=CreateToolsRequest_Function(
+            function=OpenAiFunction(name="get_weather", parameters=WEATHER["parameters"]),
+            server=Server(url="https://tools.example.com/weather"),
+        )
+    )
+    assert fn.type == "function" and fn.function.name == "get_weather"
+    end = sdk.tools.create(request=CreateToolsRequest_EndCall())
+    assert end.type == "endCall"
+    assert [(t.id, t.type) for t in sdk.tools.list()] == [(end.id, "endCall"), (fn.id, "function")]
+    updated = sdk.tools.update(
+        fn.id,
+        request=UpdateToolsRequestBody_Function(function=OpenAiFunction(name="get_forecast")),
+    )
+    assert updated.type == "function" and updated.function.name == "get_forecast"
+    assert updated.server.url == "https://tools.example.com/weather"
+    assert sdk.tools.get(fn.id).function.name == "get_forecast"
+    assert sdk.tools.delete(fn.id).id == fn.id
+    with pytest.raises(ApiError) as err:
+        sdk.tools.get(fn.id)
+    assert err.value.status_code == 404
+    with pytest.raises(ApiError) as err:
+        sdk.tools.create(
+            request=CreateToolsRequest_Function(function=OpenAiFunction(name="bad name"))
+        )
+    assert err.value.status_code == 400
