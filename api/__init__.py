@@ -82,8 +82,10 @@ def create_app(settings: Settings | None = None, services: ApiServices | None = 
     settings = services.settings
     app = Flask("esl_controller_api")
     # Uploads get their own, larger limit (checked by the file route); JSON bodies are checked per request.
+    from api.routes.files import FORM_OVERHEAD
+
     app.config["MAX_CONTENT_LENGTH"] = max(
-        settings.http.max_body_bytes, settings.http.max_file_bytes
+        settings.http.max_body_bytes, settings.http.max_file_bytes + FORM_OVERHEAD
     )
     app.config["JSON_BODY_LIMIT"] = settings.http.max_body_bytes
     app.json.sort_keys = False
