@@ -8,6 +8,7 @@ NestJS-style ``{"statusCode", "error", "message"}``.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from flask import Flask, g, request
@@ -20,6 +21,7 @@ from esl_controller.db import database
 from esl_controller.logs import request_id_var
 
 log = logging.getLogger("esl_controller.api")
+access_log = logging.getLogger("esl_controller.api.access")
 
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -36,6 +38,7 @@ def _install_request_lifecycle(app: Flask, settings: Settings) -> None:
         if not rid or len(rid) > 64 or not rid.replace("-", "").isalnum():
             rid = uuid.uuid4().hex[:16]
         g.request_id = rid
+        g.started = time.perf_counter()
         g.request_id_token = request_id_var.set(rid)
         limit = app.config["MAX_CONTENT_LENGTH"]
         if request.content_length is not None and request.content_length > limit:
@@ -55,6 +58,10 @@ def _install_request_lifecycle(app: Flask, settings: Settings) -> None:
             else:
                 txn.__exit__(_Rollback, _Rollback(), None)
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        access_log.info(
+            "%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed_ms
+        )
         return response
 
     @app.teardown_request
