@@ -97,6 +97,10 @@ def apply_list_query(query, model, lq: ListQuery):
     """Apply bounds, newest-first order and the limit to a peewee select on ``model``."""
     for column, op, value in lq.bounds:
         field = getattr(model, column)
+        if value.microsecond % 1000 == 0 and op in ("gt", "le"):
+            # Responses show milliseconds while rows keep microseconds: a bound copied from a response means
+            # "that whole millisecond", so createdAtGt=<an object's createdAt> does not return the object again.
+            value = value + timedelta(microseconds=999)
         if op == "gt":
             query = query.where(field > value)
         elif op == "lt":

@@ -53,7 +53,29 @@ def json_body(allow_empty: bool = False) -> dict[str, Any]:
         raise ApiError(400, f"malformed JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
+    where = find_nul(data)
+    if where is not None:
+        raise ApiError(400, f"{where}: text must not contain NUL characters")
     return data
+
+
+def find_nul(value: Any, path: str = "body") -> str | None:
+    """The path of the first string (or key) holding a NUL character, which PostgreSQL text cannot store."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if "\x00" in k:
+                return f"{path} key"
+            found = find_nul(v, f"{path}.{k}" if path != "body" else k)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = find_nul(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def camel(name: str) -> str:

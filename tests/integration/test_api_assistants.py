@@ -204,3 +204,30 @@ def test_list_filters_at_boundaries(client, database):
 def test_bad_list_parameters_name_the_parameter(client, query, param):
     r = client.get("/assistant?" + query)
     assert r.status_code == 400 and param in r.get_json()["message"]
+
+
+def test_created_at_from_a_response_pages_correctly(client):
+    first = client.post("/assistant", json={"name": "one"}).get_json()
+    second = client.post("/assistant", json={"name": "two"}).get_json()
+    # a bound copied from a response (millisecond precision) excludes that object itself
+    after_first = client.get(f"/assistant?createdAtGt={first['createdAt']}").get_json()
+    assert first["id"] not in [a["id"] for a in after_first]
+    upto_first = client.get(f"/assistant?createdAtLe={first['createdAt']}").get_json()
+    assert first["id"] in [a["id"] for a in upto_first]
+    assert (
+        second["id"] not in [a["id"] for a in upto_first]
+        or second["createdAt"] == first["createdAt"]
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "a\u0000b"},
+        {"metadata": {"k\u0000": 1}},
+        {"endCallPhrases": ["bye", "x\u0000"]},
+    ],
+)
+def test_nul_characters_are_400_not_500(client, body):
+    r = client.post("/assistant", json=body)
+    assert r.status_code == 400 and "NUL" in r.get_json()["message"]
