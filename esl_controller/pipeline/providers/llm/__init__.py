@@ -1,0 +1,1 @@
+"""Model (LLM) providers, one module per vendor. ``scripted`` is the embedded offline one."""
