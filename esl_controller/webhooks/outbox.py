@@ -90,6 +90,10 @@ def default_ordering_key(call_id: str | None, url: str, job_id: str) -> str:
 
 
 def _next_seq(ordering_key: str) -> int:
+    if ordering_key.startswith("job:"):
+        return 1  # a key of its own
+    # one advisory lock per key and transaction: enqueue thousands of distinct call keys in one
+    # transaction and PostgreSQL runs out of lock slots (max_locks_per_transaction)
     if is_postgres():
         database.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (ordering_key,))
     top = (
