@@ -175,6 +175,7 @@ class _Worker:
         op = header.get("op")
         if op == "ready":
             self.ready.set(header)
+            self.pool._emit("ready", self.pid)
         elif op == "fatal":
             self.ready.set_exception(
                 self.pool.error(f"stt worker could not load: {header.get('message')}")
@@ -335,6 +336,10 @@ class WorkerPool:
                 worker.proc.wait(timeout=max(0.05, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 worker.kill()
+                try:
+                    worker.proc.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    log.error("stt worker %s did not exit after SIGKILL", worker.pid)
             worker.die("pool closed")
         gevent.killall(self._greenlets, timeout=timeout)
         self._greenlets = []
@@ -429,7 +434,6 @@ class WorkerPool:
             return
         except ProviderError:
             return  # died while loading; _worker_died decides what next
-        self._emit("ready", worker.pid)
         log.info(
             "stt worker %s ready (%s, %s ms)", worker.pid, self.config.engine, ready.get("load_ms")
         )
