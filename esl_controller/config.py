@@ -34,6 +34,7 @@ SECRET_KEYS = frozenset(
         "api_key",
         "token",
         "bootstrap_api_key",
+        "server_secret",
     }
 )
 
@@ -123,6 +124,86 @@ class FreeswitchSettings:
     fork_port: int = 8085
     #: hangup cause for calls to numbers nobody owns
     unknown_number_cause: str = "UNALLOCATED_NUMBER"
+    #: sofia profile for outbound calls to a customer's SIP URI (``sofia/<profile>/<user@host>``)
+    sip_profile: str = "external"
+    #: number transfers: ``uuid_transfer <uuid> <number> <transfer_dialplan> <transfer_context>``; the context
+    #: bridges the number through the gateway named in the channel variable ``esl_transfer_gateway``
+    transfer_dialplan: str = "XML"
+    transfer_context: str = "esl_transfer"
+    #: seconds to wait for a ``bgapi originate`` result beyond the ring timeout
+    originate_grace: float = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CallsSettings:
+    #: server URL for ``assistant-request`` when a phone number has neither an assistant nor its own server URL
+    server_url: str = ""
+    #: sent as ``X-Vapi-Secret`` with the assistant-request (when set)
+    server_secret: str = ""
+    #: seconds to wait for the assistant-request answer
+    assistant_request_timeout: float = 5.0
+    #: defaults when the assistant does not say
+    max_duration_seconds: float = 600.0
+    ring_timeout_seconds: float = 60.0
+    #: seconds a live-control request waits for the call session to take it
+    control_timeout: float = 10.0
+    #: seconds a session keeps processing late events (hangup complete, billsec) after the call ended
+    end_grace_seconds: float = 2.0
+    #: audio hooks: largest chunk accepted (bytes) and chunks buffered per call before dropping
+    audio_chunk_max_bytes: int = 64_000
+    audio_queue_chunks: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class SloSettings:
+    """Service-level objectives reported by ``GET /slo`` and ``/metrics``.
+
+    Lower-is-better objectives (latencies, error rates) are ``breached`` above the target and ``at-risk``
+    above ``target * (1 - at_risk_fraction)``. Higher-is-better ratios (availability, webhook success) apply
+    the band to the error budget ``1 - target``: ``at-risk`` once more than ``(1 - at_risk_fraction)`` of
+    the budget is used, ``breached`` below the target.
+    """
+
+    #: p95 of (first audio out - end of speech) per turn, seconds
+    turn_latency_p95_seconds: float = 1.5
+    #: calls ended with ``pipeline-error-*`` / calls ended
+    pipeline_error_rate: float = 0.01
+    #: API answers below 500 / all answers
+    api_availability: float = 0.999
+    #: p95 of API request time, seconds
+    api_latency_p95_seconds: float = 0.5
+    #: webhook jobs delivered / (delivered + failed)
+    webhook_success_rate: float = 0.99
+    #: calls with a frames-dropped, underrun or one-way-audio event / calls active
+    audio_warning_rate: float = 0.05
+    #: width of the at-risk band, a fraction of the target (or of the error budget for ratios)
+    at_risk_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("turn_latency_p95_seconds", "api_latency_p95_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"observe.slo.{name}: must be a positive number of seconds")
+        for name in (
+            "pipeline_error_rate",
+            "api_availability",
+            "webhook_success_rate",
+            "audio_warning_rate",
+        ):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"observe.slo.{name}: must be a ratio between 0 and 1")
+        if not 0 <= self.at_risk_fraction < 1:
+            raise ConfigError("observe.slo.at_risk_fraction: must be at least 0 and below 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObserveSettings:
+    #: serve ``GET /analytics/summary`` (404 when off)
+    analytics_enabled: bool = False
+    #: the YAML rate card pricing calls (docs/rate-card.example.yaml); empty: every price reported missing
+    rate_card_path: str = ""
+    #: serve ``GET /metrics`` without credentials
+    metrics_public: bool = False
+    slo: SloSettings = dataclasses.field(default_factory=SloSettings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +220,8 @@ class Settings:
     secrets: SecretsSettings = dataclasses.field(default_factory=SecretsSettings)
     logging: LoggingSettings = dataclasses.field(default_factory=LoggingSettings)
     freeswitch: FreeswitchSettings = dataclasses.field(default_factory=FreeswitchSettings)
+    calls: CallsSettings = dataclasses.field(default_factory=CallsSettings)
+    observe: ObserveSettings = dataclasses.field(default_factory=ObserveSettings)
 
     # -- derived values -------------------------------------------------------------------------
     @property

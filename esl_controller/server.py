@@ -71,10 +71,21 @@ def serve(settings: Settings, ready: Event | None = None, stop: Event | None = N
         db.migrate()
         key = bootstrap_key(settings)
     app = create_app(settings)
+    from esl_controller.controller import Controller
+
+    controller = Controller(settings)
+    try:
+        controller.start()
+    except OSError as exc:
+        log.error("cannot start the call controller: %s", exc)
+        controller.stop()
+        return 1
+    controller.install(app.extensions["esl_controller"])
     try:
         listener = make_listener(settings.http.host, settings.http.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.http.host, settings.http.port, exc)
+        controller.stop()
         return 1
     server = NoDelayWSGIServer(listener, app, log=_QuietLog(), error_log=_QuietLog())
     server.start()
@@ -93,6 +104,7 @@ def serve(settings: Settings, ready: Event | None = None, stop: Event | None = N
         ready.set()
     stop.wait()
     log.info("shutting down")
+    controller.stop()
     server.stop(timeout=5)
     db.close()
     sys.stdout.flush()

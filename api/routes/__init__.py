@@ -16,6 +16,8 @@ BLUEPRINT_MODULES = (
     "webhook_endpoints",
     "files",
     "structured_outputs",
+    "call_control",
+    "freeswitch_hooks",
     "calls",
     "logs",
 )

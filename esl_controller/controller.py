@@ -1,0 +1,158 @@
+"""The call controller of one process: inbound ESL connection, outbound-socket server, fork
+WebSocket server, the session registry and the call service; started with ``serve``, stopped on
+shutdown (live calls end with ``worker-shutdown``).
+
+    ctl = Controller(settings)
+    ctl.start()                  # binds the servers (raises OSError if a port is taken)
+    app.extensions["esl_controller"].calls = ctl.service
+    app.extensions["esl_controller"].readiness["freeswitch"] = ctl.readiness
+    ...
+    ctl.stop()
+
+With ``freeswitch.enabled`` false only web calls work; live calls left by a previous run are
+ended at start (reconcile.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+
+from esl_controller.calls import reconcile
+from esl_controller.calls.registry import CHANNEL_EVENTS, FORK_SUBCLASSES, Registry
+from esl_controller.calls.session import SessionDeps
+from esl_controller.config import Settings
+from esl_controller.esl.commands import SocketTarget
+from esl_controller.services import CallService
+
+log = logging.getLogger("esl_controller.controller")
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pipeline_factory: Callable[[Any], Any] | None = None,
+        start_fork_server: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.registry = Registry()
+        self.inbound: Any = None
+        self.outbound: Any = None
+        self.fork_server: Any = None
+        self.pipeline_factory = pipeline_factory
+        self.start_fork_server = start_fork_server
+        self.service: CallService | None = None
+        self.reconciled = gevent.event.Event()
+        self._reconciler: gevent.Greenlet | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> CallService:
+        fs = self.settings.freeswitch
+        deps = SessionDeps(
+            registry=self.registry,
+            command_timeout=fs.command_timeout,
+            end_grace_seconds=self.settings.calls.end_grace_seconds,
+            originate_grace=fs.originate_grace,
+            transfer_dialplan=fs.transfer_dialplan,
+            transfer_context=fs.transfer_context,
+            audio_queue_chunks=self.settings.calls.audio_queue_chunks,
+            pipeline_factory=self.pipeline_factory,
+        )
+        service = CallService(self.settings, self.registry, deps)
+        self.service = service
+        if fs.enabled:
+            self._start_freeswitch(service, deps)
+        self._reconciler = gevent.spawn(self._reconcile)
+        return service
+
+    def _start_freeswitch(self, service: CallService, deps: SessionDeps) -> None:
+        from esl_controller.esl.inbound import DEFAULT_EVENTS, InboundConnection, InboundSettings
+        from esl_controller.esl.outbound import OutboundServer
+
+        fs = self.settings.freeswitch
+        events = tuple(dict.fromkeys([*DEFAULT_EVENTS, *CHANNEL_EVENTS, "CUSTOM"]))
+        self.inbound = InboundConnection(
+            InboundSettings(
+                host=fs.host,
+                port=fs.port,
+                password=fs.password,
+                command_timeout=fs.command_timeout,
+                events=events,
+                subclasses=FORK_SUBCLASSES,
+            )
+        )
+        for key in (*CHANNEL_EVENTS, *FORK_SUBCLASSES):
+            self.inbound.add_handler(key, self.registry.route_event)
+        deps.inbound = self.inbound
+        self.outbound = OutboundServer(
+            fs.outbound_host,
+            fs.outbound_port,
+            service.on_socket_call,
+            command_timeout=fs.command_timeout,
+        )
+        self.outbound.start()
+        deps.socket_target = SocketTarget(fs.outbound_host, self.outbound.port)
+        if self.start_fork_server:
+            self._start_fork(service, deps)
+        self.inbound.start()
+
+    def _start_fork(self, service: CallService, deps: SessionDeps) -> None:
+        try:
+            from esl_controller.media.fork_server import ForkServer
+        except ImportError as exc:
+            log.warning("fork server unavailable (%s): calls run without audio fork", exc)
+            return
+        fs = self.settings.freeswitch
+        self.fork_server = ForkServer(fs.fork_host, fs.fork_port, service.on_fork_stream)
+        self.fork_server.start()
+        host, port = self.fork_server.address
+        url_host = fs.fork_host if fs.fork_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+
+        def fork_url(call_id: str) -> str:
+            return f"ws://{url_host}:{port}/fork/{call_id}?rate=16000&mix=mono"
+
+        deps.fork_url = fork_url
+        service.fork_enabled = True
+
+    def _reconcile(self) -> None:
+        try:
+            if self.inbound is not None:
+                self.inbound.wait_connected(self.settings.freeswitch.command_timeout * 2)
+            counts = reconcile.reconcile(self.settings, self.registry, self.service.deps)
+            if any(counts.values()):
+                log.info("restart reconciliation: %s", counts)
+        except Exception:
+            log.exception("restart reconciliation failed")
+        finally:
+            self.reconciled.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._reconciler is not None:
+            self._reconciler.kill(block=False)
+        self.registry.shutdown(timeout)
+        if self.outbound is not None:
+            self.outbound.stop(timeout)
+        if self.fork_server is not None:
+            self.fork_server.stop(timeout)
+        if self.inbound is not None:
+            self.inbound.stop(timeout)
+
+    # ------------------------------------------------------------------ /ready
+    def readiness(self) -> tuple[bool, str]:
+        if self.inbound is None:
+            return True, "FreeSWITCH not configured"
+        state = self.inbound.state.value
+        err = self.inbound.last_error
+        return state == "connected", f"inbound ESL {state}" + (f": {err}" if err else "")
+
+    def install(self, services: Any) -> None:
+        """Wire into the API's ``ApiServices`` (``app.extensions["esl_controller"]``)."""
+        services.calls = self.service
+        if self.settings.freeswitch.enabled:
+            services.readiness["freeswitch"] = self.readiness
