@@ -76,7 +76,7 @@ class Controller:
         from esl_controller.esl.outbound import OutboundServer
 
         fs = self.settings.freeswitch
-        events = tuple(dict.fromkeys([*DEFAULT_EVENTS, *CHANNEL_EVENTS, "CUSTOM"]))
+        events = tuple(dict.fromkeys([*DEFAULT_EVENTS, *CHANNEL_EVENTS]))
         self.inbound = InboundConnection(
             InboundSettings(
                 host=fs.host,

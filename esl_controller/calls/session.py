@@ -193,6 +193,8 @@ class CallSession:
         self._ended_mono: float | None = None
         self._hangup_complete = False
         self._pipeline_tried = False
+        #: the socket stopped answering commands: use the inbound connection from now on
+        self._socket_stalled = False
         self._changed = gevent.event.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -534,13 +536,20 @@ class CallSession:
         return self.deps.fork_url is not None
 
     # ------------------------------------------------------------------ ESL
+    def _socket_usable(self) -> bool:
+        sock = self.socket
+        return sock is not None and not sock.closed.is_set() and not self._socket_stalled
+
     def _send(self, cmd: str) -> ApiResult:
         sock = self.socket
-        if sock is not None and not sock.closed.is_set() and sock.control == "full":
+        if self._socket_usable() and sock.control == "full":
             try:
                 return sock.api(cmd, timeout=self.deps.command_timeout)
             except ConnectionLost:
                 pass
+            except EslCommandTimeout:
+                self._socket_stalled = True
+                log.warning("call %s: socket not answering; using the inbound connection", self.call_id)
         inbound = self.deps.inbound
         if inbound is not None and getattr(inbound.state, "value", "") == "connected":
             return inbound.api(cmd, timeout=self.deps.command_timeout)
@@ -575,11 +584,12 @@ class CallSession:
 
     def _answer(self) -> None:
         sock = self.socket
-        if sock is not None and not sock.closed.is_set():
+        if self._socket_usable():
             try:
                 sock.execute_async("answer", timeout=self.deps.command_timeout)
                 return
             except EslCommandTimeout:
+                self._socket_stalled = True
                 self.feed(CommandTimeout(at=utcnow(), what="answer"))
                 return
             except ESLError as exc:
@@ -595,10 +605,13 @@ class CallSession:
         if not self.channel_uuid:
             return
         sock = self.socket
-        if sock is not None and not sock.closed.is_set() and not sock.hung_up:
+        if self._socket_usable() and not sock.hung_up:
             try:
                 sock.hangup(cause, timeout=self.deps.command_timeout)
                 return
+            except EslCommandTimeout:
+                self._socket_stalled = True
+                log.info("call %s: hangup over the socket timed out", self.call_id)
             except (ESLError, ValueError) as exc:
                 log.info("call %s: hangup over the socket failed (%s)", self.call_id, exc)
         self._uuid_api(lambda u: cmds.uuid_kill(u, cause), "hangup")

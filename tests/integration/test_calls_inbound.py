@@ -38,3 +38,139 @@ def test_inbound_call_answered_then_caller_hangs_up(harness, database):
     assert body["status"] == "ended" and body["endedReason"] == "customer-ended-call"
     assert body["monitor"]["controlUrl"].endswith(f"/call/{session.call_id}/control")
     assert leg.wait_closed(WAIT)
+
+
+def test_unknown_number_rejected_with_configured_cause(harness, database):
+    make_phone_number(database, "+15557654321")
+    leg = harness.place_call(destination="15550000000")
+    cmd = harness.peer.commands.wait_for(lambda c: c.header("hangup-cause") is not None, WAIT)
+    assert cmd.header("hangup-cause") == "UNALLOCATED_NUMBER"
+    assert leg.wait_closed(WAIT)
+    assert leg.runner.channel.hangup_cause == "UNALLOCATED_NUMBER"
+    assert harness.registry.counters["inbound_rejected_unknown_number"] == 1
+    from esl_controller.db.models import Call
+
+    with database.connection_context():
+        assert Call.select().count() == 0
+
+
+def test_socket_dropped_mid_call_ends_with_clear_reason(harness, database):
+    make_phone_number(database, "+15557654321")
+    leg = harness.place_call(destination="+15557654321")
+    session = harness.session_for_channel(leg.uuid)
+    harness.wait_status(session, "in-progress")
+    leg.drop()
+    harness.wait_ended(session)
+    row = harness.row(session.call_id)
+    assert row.ended_reason == "phone-call-provider-closed-websocket"
+    assert "dropped" in row.data["endedMessage"]
+    # the channel itself was still up: it is killed over the inbound connection
+    assert harness.peer.commands.wait_for(lambda c: c.line.startswith("api uuid_kill"), WAIT)
+    assert leg.runner.gone.wait(WAIT)
+
+
+def test_freeswitch_never_answers_the_answer_command(harness, database):
+    make_phone_number(database, "+15557654321")
+    harness.peer.switch.stall("sendmsg")
+    try:
+        leg = harness.place_call(destination="15557654321")
+        session = harness.session_for_channel(leg.uuid)
+        harness.wait_ended(session)
+        row = harness.row(session.call_id)
+        assert row.ended_reason == "call.ringing.error-sip-inbound-call-failed-to-connect"
+        assert row.data["endedMessage"]
+        assert row.started_at is None
+        # the hangup went out over the inbound connection once the socket stopped answering
+        assert harness.peer.commands.wait_for(lambda c: c.line.startswith("api uuid_kill"), WAIT)
+        assert leg.runner.gone.wait(WAIT)
+    finally:
+        harness.peer.switch.release_stalls()
+    assert leg.wait_closed(WAIT)
+
+
+class AssistantServer:
+    """A customer's server on loopback answering assistant-request with a chosen behaviour."""
+
+    def __init__(self, mode: str, answer=None) -> None:
+        import json
+
+        import gevent.event
+        from gevent.pywsgi import WSGIServer
+
+        self.mode, self.answer = mode, answer
+        self.requests: list = []
+        self.release = gevent.event.Event()
+
+        def app(environ, start_response):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            self.requests.append(json.loads(environ["wsgi.input"].read(length)))
+            if self.mode == "hang":
+                self.release.wait(timeout=10)
+            if self.mode == "http-500":
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+                return [b"boom"]
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(self.answer).encode()]
+
+        self.server = WSGIServer(("127.0.0.1", 0), app, log=None)
+        self.server.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/vapi"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.stop(timeout=2)
+
+
+@pytest.mark.parametrize(
+    "mode,answer,reason",
+    [
+        ("ok", None, None),
+        ("hang", None, "assistant-request-failed"),
+        ("http-500", None, "assistant-request-failed"),
+        ("json", {"error": "no agents on duty"}, "assistant-request-returned-error"),
+        ("json", {"assistant": "not an object"}, "assistant-request-returned-invalid-assistant"),
+        (
+            "json",
+            {"assistantId": "6b0e8d4c-3a9b-4f1e-9c2d-1a2b3c4d5e6f"},
+            "assistant-request-returned-invalid-assistant",
+        ),
+        ("json", {}, "assistant-request-returned-no-assistant"),
+    ],
+)
+def test_assistant_request(harness, database, mode, answer, reason):
+    if mode == "ok":
+        answer = {"assistant": {"name": "from-server", "maxDurationSeconds": 120}}
+    server = AssistantServer(mode, answer)
+    try:
+        make_phone_number(database, "+15557654321", assistant=False, server_url=server.url)
+        leg = harness.place_call(caller="+15551230001", destination="15557654321")
+        session = harness.session_for_channel(leg.uuid)
+        if reason is None:
+            harness.wait_status(session, "in-progress")
+            row = harness.row(session.call_id)
+            assert row.data["assistant"]["name"] == "from-server"
+            assert session.state.config.max_duration_seconds == 120
+            leg.hangup()
+            harness.wait_ended(session)
+        else:
+            harness.wait_ended(session)
+            row = harness.row(session.call_id)
+            assert row.ended_reason == reason
+            assert row.started_at is None
+            assert leg.runner.channel.hangup_cause == "CALL_REJECTED"
+        message = server.requests[0]["message"]
+        assert message["type"] == "assistant-request"
+        assert message["call"]["id"] == session.call_id
+        assert message["customer"]["number"] == "+15551230001"
+    finally:
+        server.close()
+
+
+def test_no_assistant_and_no_server(harness, database):
+    make_phone_number(database, "+15557654321", assistant=False)
+    leg = harness.place_call(destination="15557654321")
+    session = harness.session_for_channel(leg.uuid)
+    harness.wait_ended(session)
+    assert harness.row(session.call_id).ended_reason == (
+        "call-start-error-neither-assistant-nor-server-set"
+    )
