@@ -218,6 +218,10 @@ class RecordingPort:
             return 0.0
         return min(self._queued, (now - self._start) * self.speed)
 
+    def heard(self) -> float:
+        """Seconds of the current utterance heard so far."""
+        return self._heard(time.monotonic())
+
     def play(self, pcm16: bytes, *, text: str = "") -> None:
         now = time.monotonic()
         if not self.playing():

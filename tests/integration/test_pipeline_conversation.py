@@ -1,0 +1,386 @@
+"""The conversation end to end with real speech: espeak-ng caller audio through the VAD, a fake STT that
+returns the known text, the scripted model and the real espeak-ng voice, into a port that records what was
+played. Synchronised on notices, never on sleeps."""
+
+import gevent
+import pytest
+from audio_fixtures import speech
+
+from esl_controller.calls.control import parse_control
+from esl_controller.media.codecs import rms, silence
+from esl_controller.pipeline.conversation import APOLOGY, Conversation, Timeouts
+from esl_controller.pipeline.providers import registry
+from esl_controller.pipeline.providers.testing import (
+    FakeModel,
+    FakeSynthesizer,
+    FakeTranscriber,
+    RecordingPort,
+)
+
+RATE = 16000
+SCRIPT = {
+    "provider": "custom-llm",
+    "model": "scripted",
+    "url": "scripted://",
+    "messages": [
+        {
+            "role": "system",
+            "content": "You take bookings for {{restaurant}}.\n"
+            "When the caller says hours, reply We open at nine every day.",
+        }
+    ],
+    "rules": [
+        {"keywords": ["table"], "reply": "Sure {{name}}, for how many people?"},
+        {"keywords": ["bye"], "reply": "Thank you for calling. Goodbye."},
+        {"keywords": ["hang up"], "reply": "Okay.", "endCall": True},
+        {"keywords": ["agent"], "reply": "One moment.",
+         "toolCall": {"name": "transferCall", "arguments": {"destination": "+15551230001"}}},
+        {"keywords": ["press"], "reply": "Pressing.", "toolCall": {"name": "dtmf", "arguments": {"digits": "12#"}}},
+    ],
+}  # fmt: skip
+LONG_FIRST = (
+    "Hello {{name}}, thank you for calling {{restaurant}}. We are open every day from nine in the morning "
+    "until eleven at night, and we would be glad to book a table for you."
+)
+
+
+def assistant(**fields):
+    body = {"model": dict(SCRIPT), "firstMessageMode": "assistant-waits-for-user"}
+    body.update(fields)
+    return body
+
+
+def make(body, texts=(), *, speed=8.0, stt=None, llm=None, tts=None, **kw):
+    port = RecordingPort(RATE, speed=speed)
+    conv = Conversation(
+        body,
+        port,
+        overrides={"variableValues": {"name": "Ann", "restaurant": "Chez Test"}},
+        stt=stt if stt is not None else FakeTranscriber(texts),
+        llm=llm or registry.build_model(body.get("model")),
+        tts=tts or registry.build_synthesizer(body.get("voice")),
+        **kw,
+    )
+    return conv, port
+
+
+def say_into(conv, text, tail=0.6):
+    """Feed real speech for ``text`` then ``tail`` seconds of silence, in 20 ms frames (faster than real time)."""
+    pcm = speech(text, RATE) + silence(tail, RATE)
+    step = 640
+    for i in range(0, len(pcm), step):
+        conv.feed(pcm[i : i + step], i / (2.0 * RATE))
+    gevent.sleep(0)
+
+
+@pytest.fixture
+def running():
+    convs = []
+
+    def run(conv):
+        convs.append(conv)
+        conv.start()
+        return conv
+
+    yield run
+    for conv in convs:
+        conv.stop()
+
+
+def test_first_message_is_spoken_with_variables(running):
+    conv, port = make(
+        assistant(firstMessageMode="assistant-speaks-first", firstMessage="Hi {{name}}!")
+    )
+    running(conv)
+    assert port.wait_for("ready") == {}
+    timing = port.wait_for("turn-timing")
+    assert port.texts == ["Hi Ann!"]
+    assert rms(port.audio) > 300 and len(port.audio) > RATE  # real speech, not silence
+    assert port.wait_for("message")["message"] == "Hi Ann!"
+    assert timing["ttsFirstByte"] <= timing["firstAudioOut"]
+
+
+def test_model_generated_first_message(running):
+    body = assistant(firstMessageMode="assistant-speaks-first-with-model-generated-message")
+    body["model"]["greeting"] = "Welcome to {{restaurant}}."
+    conv, port = make(body)
+    running(conv)
+    port.wait_for("message", lambda m: m["role"] == "bot")
+    assert port.texts == ["Welcome to Chez Test."]
+
+
+def test_waits_for_user_then_answers_the_caller(running):
+    conv, port = make(assistant(), ["I would like a table please"])
+    running(conv)
+    port.wait_for("ready")
+    assert port.played == []
+    say_into(conv, "Hello, I would like to book a table for two people tonight.")
+    timing = port.wait_for("turn-timing")
+    assert port.texts == ["Sure Ann, for how many people?"]
+    assert (
+        conv.stt.audio_seconds and conv.stt.audio_seconds[0] > 2.0
+    )  # the whole utterance went to STT
+    keys = ["endOfSpeech", "sttFinal", "modelFirstToken", "ttsFirstByte", "firstAudioOut"]
+    values = [timing[k] for k in keys]
+    assert values == sorted(values)
+    roles = [m["role"] for m in port.of("message")]
+    assert roles[-2:] == ["user", "bot"]
+    assert port.of("transcript")[0] == {
+        "role": "user",
+        "transcriptType": "final",
+        "transcript": "I would like a table please",
+    }
+    assert [s["status"] for s in port.of("speech") if s["role"] == "user"] == ["started", "stopped"]
+
+
+def test_prompt_rule_reply(running):
+    conv, port = make(assistant(), ["what are your hours"])
+    running(conv)
+    say_into(conv, "What are your opening hours?")
+    port.wait_for("turn-timing")
+    assert port.texts == ["We open at nine every day."]
+
+
+def test_barge_in_stops_playback_and_truncates_history(running):
+    body = assistant(
+        firstMessageMode="assistant-speaks-first",
+        firstMessage=LONG_FIRST,
+        firstMessageInterruptionsEnabled=True,
+    )
+    conv, port = make(body, ["I want a table"], speed=1.0)
+    running(conv)
+    port.wait_played(lambda p: p.heard() >= 1.0)
+    say_into(conv, "Wait, I want a table.")
+    interrupted = port.wait_for("interrupted")
+    assert port.stops and port.stops[0] >= 1.0
+    full = conv.history.render(LONG_FIRST)
+    heard = interrupted["truncatedTo"]
+    assert heard and full.startswith(heard) and len(heard) < len(full) / 2
+    bots = [m for m in port.of("message") if m["role"] == "bot"]
+    assert bots[0]["message"] == heard
+    assert conv.history.openai_messages()[1] == {"role": "assistant", "content": heard}
+    port.wait_for("message", lambda m: m["role"] == "bot" and "how many" in m["message"])
+    assert port.texts[-1] == "Sure Ann, for how many people?"
+
+
+def test_first_message_not_interruptible_by_default(running):
+    body = assistant(
+        firstMessageMode="assistant-speaks-first", firstMessage="Hello {{name}}, welcome."
+    )
+    conv, port = make(body, ["I want a table"], speed=1.0)
+    running(conv)
+    port.wait_played(lambda p: p.heard() >= 0.3)
+    say_into(conv, "Wait, I want a table.")
+    port.wait_for("turn-timing", lambda t: t["turn"] == 1)
+    assert "interrupted" not in port.kinds() and port.stops == []
+
+
+def test_backchannel_does_not_interrupt(running):
+    body = assistant(
+        firstMessageMode="assistant-speaks-first",
+        firstMessage=LONG_FIRST,
+        firstMessageInterruptionsEnabled=True,
+        stopSpeakingPlan={"numWords": 2},
+    )
+    conv, port = make(body, ["uh-huh"], speed=1.0)
+    running(conv)
+    port.wait_played(lambda p: p.heard() >= 0.5)
+    say_into(conv, "Uh-huh.")
+    port.wait_for("transcript", lambda t: t["role"] == "user")
+    assert port.playing() and port.stops == []
+    port.wait_for("message", lambda m: m["role"] == "bot", timeout=20)
+    assert "interrupted" not in port.kinds()
+    assert port.of("message")[0]["message"] == conv.history.render(LONG_FIRST)
+
+
+def test_end_call_phrase_ends_after_it_is_spoken(running):
+    conv, port = make(assistant(endCallPhrases=["goodbye"]), ["ok bye"])
+    running(conv)
+    say_into(conv, "Thank you very much, goodbye.")
+    end = port.wait_for("end-call")
+    assert end["reason"] == "assistant-said-end-call-phrase"
+    kinds = port.kinds()
+    assert kinds.index("end-call") > max(
+        i for i, n in enumerate(port.notices) if n.kind == "speech"
+    )
+    assert not port.playing()
+
+
+def test_end_call_tool_speaks_end_call_message(running):
+    conv, port = make(assistant(endCallMessage="Bye {{name}}."), ["please hang up"])
+    running(conv)
+    say_into(conv, "Please hang up now.")
+    assert port.wait_for("end-call")["reason"] == "assistant-ended-call"
+    assert port.texts == ["Okay."]  # the model said something, so the end-call message is not added
+    calls = [m for m in port.of("message") if m["role"] == "tool_calls"]
+    assert calls[0]["toolCalls"][0]["function"]["name"] == "endCall"
+
+
+def test_transfer_and_dtmf_tools(running):
+    conv, port = make(assistant(), ["get me an agent", "press the keys"])
+    running(conv)
+    say_into(conv, "Can I talk to an agent?")
+    transfer = port.wait_for("transfer")
+    assert transfer["destination"] == {"type": "number", "number": "+15551230001"}
+    say_into(conv, "Press one two pound.")
+    assert port.wait_for("dtmf") == {"digits": "12#"}
+
+
+def test_silence_hook_speaks_idle_message_then_ends(running):
+    body = assistant(
+        endCallMessage="Goodbye for now.",
+        hooks=[
+            {
+                "on": "customer.speech.timeout",
+                "options": {"timeoutSeconds": 0.3, "triggerMaxCount": 1},
+                "do": [{"type": "say", "exact": "Are you still there?"}],
+            }
+        ],
+    )
+    conv, port = make(body)
+    running(conv)
+    end = port.wait_for("end-call")
+    assert end == {"reason": "silence-timed-out", "message": "Goodbye for now."}
+    assert port.texts == ["Are you still there?", "Goodbye for now."]
+
+
+def test_legacy_silence_timeout_without_messages(running):
+    conv, port = make(assistant(silenceTimeoutSeconds=0.4))
+    running(conv)
+    assert port.wait_for("end-call")["reason"] == "silence-timed-out"
+    assert port.played == []
+
+
+def test_max_duration(running):
+    body = assistant(
+        maxDurationSeconds=0.5, firstMessageMode="assistant-speaks-first", firstMessage=LONG_FIRST
+    )
+    conv, port = make(body, speed=1.0)
+    running(conv)
+    assert port.wait_for("end-call")["reason"] == "exceeded-max-duration"
+    assert port.playing()  # it cut in; the session hangs up
+
+
+def test_say_control_then_end(running):
+    conv, port = make(assistant())
+    running(conv)
+    conv.control(
+        parse_control(
+            {
+                "type": "say",
+                "content": "Hello {{name}}, this is a test.",
+                "endCallAfterSpoken": True,
+            }
+        )
+    )
+    end = port.wait_for("end-call")
+    assert end["reason"] == "assistant-ended-call-after-message-spoken"
+    assert port.texts == ["Hello {{name}}, this is a test."]  # say content is spoken as given
+
+
+def test_say_interrupting_the_assistant(running):
+    body = assistant(firstMessageMode="assistant-speaks-first", firstMessage=LONG_FIRST)
+    conv, port = make(body, speed=1.0)
+    running(conv)
+    port.wait_played(lambda p: p.heard() >= 0.3)
+    conv.control(
+        parse_control(
+            {"type": "say", "content": "Sorry, one moment.", "interruptAssistantEnabled": True}
+        )
+    )
+    port.wait_for("message", lambda m: m["message"] == "Sorry, one moment.")
+    assert port.stops and port.texts[-1] == "Sorry, one moment."
+
+
+def test_add_message_with_and_without_response(running):
+    conv, port = make(assistant())
+    running(conv)
+    conv.control(
+        parse_control(
+            {
+                "type": "add-message",
+                "message": {"role": "system", "content": "Note A"},
+                "triggerResponseEnabled": False,
+            }
+        )
+    )
+    assert port.wait_for("message")["message"] == "Note A"
+    assert conv.history.openai_messages()[-1] == {"role": "system", "content": "Note A"}
+    conv.control(
+        parse_control(
+            {"type": "add-message", "message": {"role": "user", "content": "a table please"}}
+        )
+    )
+    port.wait_for("message", lambda m: m["role"] == "bot")
+    assert port.texts == ["Sure Ann, for how many people?"]
+
+
+def test_mute_assistant(running):
+    conv, port = make(assistant())
+    running(conv)
+    conv.control(parse_control({"type": "control", "control": "mute-assistant"}))
+    conv.control(parse_control({"type": "say", "content": "You will not hear this."}))
+    port.wait_for("message", lambda m: m["role"] == "bot")
+    assert port.played == []
+    conv.control(parse_control({"type": "control", "control": "unmute-assistant"}))
+    conv.control(
+        parse_control({"type": "control", "control": "say-first-message"})
+    )  # no first message: nothing
+    conv.control(parse_control({"type": "say", "content": "Now you do."}))
+    port.wait_for("message", lambda m: m["message"] == "Now you do.")
+    assert port.texts == ["Now you do."]
+
+
+def test_model_failure_apologises_and_reports(running):
+    conv, port = make(assistant(), ["hello"], llm=FakeModel(fail=True))
+    running(conv)
+    say_into(conv, "Hello, is anyone there?")
+    error = port.wait_for("error")
+    assert error["endedReason"] == "pipeline-error-fake-llm-llm-failed" and error["fatal"] is True
+    assert port.texts == [APOLOGY]
+    assert port.kinds().index("error") > port.kinds().index("speech")
+
+
+def test_model_timeout_and_stt_failure(running):
+    conv, port = make(assistant(), ["hello"], llm=FakeModel(hang=True), timeouts=Timeouts(llm=0.2))
+    running(conv)
+    say_into(conv, "Hello, is anyone there?")
+    assert port.wait_for("error")["endedReason"] == "pipeline-error-fake-llm-llm-failed"
+    conv2, port2 = make(assistant(), stt=FakeTranscriber(fail=True))
+    running(conv2)
+    say_into(conv2, "Hello, is anyone there?")
+    assert port2.wait_for("error")["endedReason"] == "pipeline-error-fake-stt-transcriber-failed"
+    assert port2.texts == [APOLOGY]
+
+
+def test_voice_failure_reports_without_apology(running):
+    conv, port = make(assistant(), ["hello"], tts=FakeSynthesizer(fail=True))
+    running(conv)
+    say_into(conv, "Hello, is anyone there?")
+    assert port.wait_for("error")["endedReason"] == "pipeline-error-fake-tts-voice-failed"
+    assert port.played == []
+
+
+def test_streamed_reply_is_spoken_sentence_by_sentence(running):
+    model = FakeModel(["First sentence here. Second sentence follows. Third."], token_delay=0.01)
+    conv, port = make(assistant(), ["hi"], llm=model, tts=FakeSynthesizer())
+    running(conv)
+    say_into(conv, "Hello there.")
+    port.wait_for("turn-timing")
+    assert conv.tts.texts == ["First sentence here.", "Second sentence follows.", "Third."]
+    # the first sentence was playing before the model had finished writing
+    first_play = port.played[0][0]
+    assert first_play < port.played[-1][0]
+
+
+def test_real_embedded_stt_when_available(running):
+    try:
+        stt = registry.build_transcriber(None)
+    except registry.UnknownProvider as exc:
+        pytest.skip(f"embedded STT not available: {exc}")
+    conv, port = make(assistant(), stt=stt)
+    running(conv)
+    say_into(conv, "I would like to book a table for two people tonight.")
+    port.wait_for("turn-timing", timeout=30)
+    assert "table" in port.of("transcript")[0]["transcript"].lower()
+    assert port.texts == ["Sure Ann, for how many people?"]
