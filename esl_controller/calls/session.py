@@ -604,16 +604,6 @@ class CallSession:
             return
         if not self.channel_uuid:
             return
-        sock = self.socket
-        if self._socket_usable() and not sock.hung_up:
-            try:
-                sock.hangup(cause, timeout=self.deps.command_timeout)
-                return
-            except EslCommandTimeout:
-                self._socket_stalled = True
-                log.info("call %s: hangup over the socket timed out", self.call_id)
-            except (ESLError, ValueError) as exc:
-                log.info("call %s: hangup over the socket failed (%s)", self.call_id, exc)
         self._uuid_api(lambda u: cmds.uuid_kill(u, cause), "hangup")
 
     def _start_fork(self) -> None:
