@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,22 @@ import gevent
 from gevent.server import StreamServer
 
 MAX_HEADER = 64 * 1024
+
+
+@dataclass
+class Knobs:
+    latency: float = 0.0  # before the response starts
+    fail_status: int | None = None  # answer with this status ...
+    fail_times: int = 1_000_000  # ... this many times, then succeed
+    fail_body: dict = field(
+        default_factory=lambda: {"error": {"message": "fake failure", "type": "fake"}}
+    )
+    retry_after: str | None = None
+    chunk_delay: float = 0.0  # between streamed chunks
+    malformed_after: int | None = None  # a garbage chunk after this many chunks
+    disconnect_after: int | None = None  # drop the connection after this many chunks
+    error_event_after: int | None = None  # an in-stream {"error": ...} event after this many chunks
+    malformed_chunk: bytes = b'data: {"id": "broken", "choices": [{\n\n'
 
 
 @dataclass
@@ -153,7 +168,6 @@ class FakeHTTPServer:
         self.handler = handler
         self.requests: list[Request] = []
         self.connections = 0
-        self._lock = threading.Lock()
         self.server = StreamServer(("127.0.0.1", 0), self._serve)
 
     @property
@@ -192,3 +206,18 @@ class FakeHTTPServer:
             except OSError:
                 pass
             sock.close()
+
+
+def stream_pieces(k: Knobs, reply: Reply, pieces: list[bytes]) -> None:
+    """Send ``pieces`` as chunks, applying the slow/malformed/error/disconnect knobs."""
+    for i, piece in enumerate(pieces):
+        if k.disconnect_after is not None and i >= k.disconnect_after:
+            reply.abort()
+        if k.malformed_after is not None and i == k.malformed_after:
+            reply.chunk(k.malformed_chunk)
+        if k.error_event_after is not None and i == k.error_event_after:
+            reply.chunk(b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n')
+        if k.chunk_delay and i:
+            gevent.sleep(k.chunk_delay)
+        reply.chunk(piece)
+    reply.end()

@@ -12,27 +12,11 @@ from __future__ import annotations
 import io
 import json
 import wave
-from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 
-from tests.fakes._http import FakeHTTPServer, Reply, Request
-
-
-@dataclass
-class Knobs:
-    latency: float = 0.0  # before the response starts
-    fail_status: int | None = None  # answer with this status ...
-    fail_times: int = 1_000_000  # ... this many times, then succeed
-    fail_body: dict = field(
-        default_factory=lambda: {"error": {"message": "fake failure", "type": "fake"}}
-    )
-    retry_after: str | None = None
-    chunk_delay: float = 0.0  # between streamed chunks
-    malformed_after: int | None = None  # a garbage chunk after this many chunks
-    disconnect_after: int | None = None  # drop the connection after this many chunks
-    error_event_after: int | None = None  # an in-stream {"error": ...} event after this many chunks
+from tests.fakes._http import FakeHTTPServer, Knobs, Reply, Request, stream_pieces
 
 
 def multipart_fields(req: Request) -> dict[str, tuple[str | None, bytes]]:
@@ -114,20 +98,7 @@ class FakeOpenAI:
             reply.send_json(404, {"error": {"message": f"no route {req.path}"}})
 
     def _stream(self, reply: Reply, pieces: list[bytes]) -> None:
-        k = self.knobs
-        for i, piece in enumerate(pieces):
-            if k.disconnect_after is not None and i >= k.disconnect_after:
-                reply.abort()
-            if k.malformed_after is not None and i == k.malformed_after:
-                reply.chunk(b'data: {"id": "broken", "choices": [{\n\n')
-            if k.error_event_after is not None and i == k.error_event_after:
-                reply.chunk(
-                    b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
-                )
-            if k.chunk_delay and i:
-                gevent.sleep(k.chunk_delay)
-            reply.chunk(piece)
-        reply.end()
+        stream_pieces(self.knobs, reply, pieces)
 
     # -- chat completions --------------------------------------------------------------------------
 
