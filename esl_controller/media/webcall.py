@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import gevent
+from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
 from wsproto import ConnectionType, WSConnection
@@ -459,6 +460,7 @@ class PipelineWebCallSession:
         self.pipeline: Any = None
         self.port: WebCallPort | None = None
         self.closed_reason: str | None = None
+        self.closed = Event()
 
     def on_start(self, port: WebCallPort) -> None:
         self.port = port
@@ -505,3 +507,4 @@ class PipelineWebCallSession:
         self.closed_reason = reason
         if self.pipeline is not None:
             self.pipeline.stop()
+        self.closed.set()
