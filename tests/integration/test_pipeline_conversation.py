@@ -373,14 +373,30 @@ def test_streamed_reply_is_spoken_sentence_by_sentence(running):
     assert first_play < port.played[-1][0]
 
 
-def test_real_embedded_stt_when_available(running):
+@pytest.fixture(scope="module")
+def embedded_stt():
+    """The embedded STT: from the registry, else the whisper worker pool directly; skipped when absent."""
     try:
-        stt = registry.build_transcriber(None)
-    except registry.UnknownProvider as exc:
+        yield registry.build_transcriber(None)
+        return
+    except registry.UnknownProvider:
+        pass
+    try:
+        from esl_controller.pipeline.providers.stt import whisper
+
+        pool = whisper.start_pool(1, timeout=120)
+    except Exception as exc:  # noqa: BLE001 - any failure means the engine is not usable here
         pytest.skip(f"embedded STT not available: {exc}")
-    conv, port = make(assistant(), stt=stt)
+    try:
+        yield whisper.WhisperTranscriber(pool)
+    finally:
+        pool.close()
+
+
+def test_real_embedded_stt(running, embedded_stt):
+    conv, port = make(assistant(), stt=embedded_stt)
     running(conv)
     say_into(conv, "I would like to book a table for two people tonight.")
-    port.wait_for("turn-timing", timeout=30)
+    port.wait_for("turn-timing", timeout=60)
     assert "table" in port.of("transcript")[0]["transcript"].lower()
     assert port.texts == ["Sure Ann, for how many people?"]

@@ -49,7 +49,7 @@ _discovered: set[str] = set()
 
 #: what an absent ``transcriber`` / ``model`` / ``voice`` block means (provider, model)
 DEFAULTS: dict[str, tuple[str, str | None]] = {
-    "stt": ("custom-transcriber", "faster-whisper"),
+    "stt": ("custom-transcriber", "whisper-tiny.en"),
     "llm": ("custom-llm", "scripted"),
     "tts": ("espeak-ng", None),
 }
