@@ -462,6 +462,12 @@ class CallSession:
             self.deps.registry.bind_uuid(self, self.channel_uuid)
         statuses = [a for a in actions if isinstance(a, PersistStatus)]
         records = [a for a in actions if isinstance(a, RecordEvent)]
+        if statuses and self.state.billsec is not None and not any(
+            "billsec" in a.fields for a in statuses
+        ):
+            # the reducer's end-of-call PersistStatus carries no billsec when the ending event
+            # itself is CHANNEL_HANGUP_COMPLETE: keep it anyway
+            statuses.append(PersistStatus(self.state.status, {"billsec": self.state.billsec}))
         try:
             persist.write_batch(self.call_id, statuses, records, item.at)
         except Exception:

@@ -13,7 +13,16 @@ WAIT = 10.0
 
 
 class Harness:
-    def __init__(self, settings, database, api_key, *, freeswitch: bool = True, **fs_over) -> None:
+    def __init__(
+        self,
+        settings,
+        database,
+        api_key,
+        *,
+        freeswitch: bool = True,
+        hook_secret: str = "",
+        **fs_over,
+    ) -> None:
         from api import create_app
         from esl_controller.controller import Controller
 
@@ -29,7 +38,8 @@ class Harness:
             **fs_over,
         )
         calls = dataclasses.replace(settings.calls, end_grace_seconds=1.0, control_timeout=5.0)
-        self.settings = dataclasses.replace(settings, freeswitch=fs, calls=calls)
+        auth = dataclasses.replace(settings.auth, hook_secret=hook_secret)
+        self.settings = dataclasses.replace(settings, freeswitch=fs, calls=calls, auth=auth)
         self.database = database
         self.controller = Controller(self.settings)
         self.service = self.controller.start()
