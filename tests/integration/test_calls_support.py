@@ -21,13 +21,16 @@ class Harness:
         *,
         freeswitch: bool = True,
         hook_secret: str = "",
+        peer=None,
         **fs_over,
     ) -> None:
         from api import create_app
         from esl_controller.controller import Controller
 
-        self.peer = FreeSwitchPeer(password="ClueCon")
-        self.peer.start()
+        self.peer = peer
+        if peer is None:
+            self.peer = FreeSwitchPeer(password="ClueCon")
+            self.peer.start()
         fs = dataclasses.replace(
             settings.freeswitch,
             enabled=freeswitch,
