@@ -11,6 +11,7 @@ and raises the timeout error a real provider would. Every fake counts its reques
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import time
@@ -144,7 +145,9 @@ class FakeModel(_Knobs):
         yield ModelDone("tool_calls" if self.tool_calls else "stop", usage)
 
 
+@functools.lru_cache(maxsize=64)
 def tone(seconds: float, sample_rate: int, freq: float = 220.0, amplitude: int = 8000) -> bytes:
+    """A sine tone (cached: the fake voice must cost nothing on the hub)."""
     n = int(seconds * sample_rate)
     return struct.pack(
         f"<{n}h",

@@ -1,0 +1,290 @@
+"""Turn latency: what the runtime adds between the caller's end of speech and the first audio out.
+
+Three measurements, all through the real :class:`~esl_controller.pipeline.conversation.Conversation`
+(VAD on espeak-ng speech, sentence chunking, notices, the playout pacer):
+
+1. **runtime-added, one call**: fake STT/model/TTS with fixed latencies (``--stt-ms``, ``--llm-ms``,
+   ``--tts-ms``); per turn ``firstAudioOut - endOfSpeech`` minus the three provider times (from each turn's
+   ``turn-timing`` notice). Caller audio is fed faster than real time; the VAD runs on stream time, so the
+   end of speech is still detected at the right point of the audio.
+2. **runtime-added under load**: ``--calls`` concurrent calls fed at real-time pace (20 ms frames) whose replies
+   go out through :class:`~esl_controller.media.playout.Playout` pacers; also the hub's lateness.
+3. **offline voice-to-voice** with the embedded providers: espeak-ng voice, the scripted model and, when it is
+   installed, the embedded whisper STT in a worker process. Reported as detection -> first audio and as
+   end of voice -> first audio (adds the endpointing wait, ``startSpeakingPlan.waitSeconds`` = 0.4 s).
+
+    .venv/bin/python bench/turn_latency.py --quick     # < 1 minute
+    .venv/bin/python bench/turn_latency.py
+
+The last line is the headline.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+if __name__ == "__main__":
+    monkey.patch_all()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+
+RATE = 16000
+FRAME = 640
+UTTERANCE = "Hello, I would like to book a table for two people tonight."
+MODEL = {
+    "provider": "custom-llm",
+    "model": "scripted",
+    "url": "scripted://",
+    "rules": [
+        {"keywords": ["table"], "reply": "Sure, for how many people? We have room at seven."}
+    ],
+}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q / 100.0 * len(values)))]
+
+
+def added_ms(t: dict) -> float:
+    provider = (
+        (t["sttFinal"] - t["sttStart"])
+        + (t["modelFirstToken"] - t["modelRequest"])
+        + (t["ttsFirstByte"] - t["ttsRequest"])
+    )
+    return (t["firstAudioOut"] - t["endOfSpeech"] - provider) * 1000.0
+
+
+def reply_timings(port) -> list[dict]:
+    return [t for t in port.of("turn-timing") if "endOfSpeech" in t and "firstAudioOut" in t]
+
+
+def utterance_pcm() -> bytes:
+    from audio_fixtures import speech
+
+    from esl_controller.media.codecs import silence
+
+    return speech(UTTERANCE, RATE) + silence(0.6, RATE)
+
+
+def fakes(args):
+    from esl_controller.pipeline.providers.testing import (
+        FakeModel,
+        FakeSynthesizer,
+        FakeTranscriber,
+    )
+
+    return (
+        FakeTranscriber(default="a table please", delay=args.stt_ms / 1000.0),
+        FakeModel(
+            default="Sure, for how many people? We have room at seven.",
+            first_token_delay=args.llm_ms / 1000.0,
+        ),
+        FakeSynthesizer(first_byte_delay=args.tts_ms / 1000.0),
+    )
+
+
+# -- 1. one call, fast feed -------------------------------------------------------------------------
+
+
+def single_call(args, turns: int) -> list[float]:
+    from esl_controller.pipeline.conversation import Conversation
+    from esl_controller.pipeline.providers.testing import RecordingPort
+
+    stt, llm, tts = fakes(args)
+    port = RecordingPort(RATE, speed=1000.0)  # playback "ends" at once: turns do not wait on audio
+    conv = Conversation(
+        {"firstMessageMode": "assistant-waits-for-user"}, port, stt=stt, llm=llm, tts=tts
+    )
+    conv.start()
+    pcm = utterance_pcm()
+    try:
+        for n in range(1, turns + 1):
+            for i in range(0, len(pcm), FRAME):
+                conv.feed(pcm[i : i + FRAME], 0.0)
+            port.wait_for(
+                "turn-timing", lambda t, n=n: "endOfSpeech" in t and len(reply_timings(port)) >= n
+            )
+            port.wait_played(lambda p: not p.playing(), timeout=5)
+    finally:
+        conv.stop()
+    return [added_ms(t) for t in reply_timings(port)]
+
+
+# -- 2. many calls at real-time pace ------------------------------------------------------------------
+
+
+class PacedPort:
+    """A MediaPort whose speech goes out through a real Playout pacer into a null sink."""
+
+    def __init__(self) -> None:
+        from esl_controller.media.playout import Playout
+        from esl_controller.pipeline.providers.testing import RecordingPort
+
+        self.sample_rate = RATE
+        self.playout = Playout(RATE, lambda frame: None)
+        self.rec = RecordingPort(RATE)
+
+    def play(self, pcm16: bytes, *, text: str = "") -> None:
+        self.playout.enqueue(pcm16)
+
+    def stop_playback(self) -> float:
+        return self.playout.stop()
+
+    def playing(self) -> bool:
+        return self.playout.playing()
+
+    def notify(self, notice) -> None:
+        self.rec.notify(notice)
+
+
+def load(args, calls: int, seconds: float) -> tuple[list[float], list[float]]:
+    from esl_controller.media.codecs import silence
+    from esl_controller.pipeline.conversation import Conversation
+
+    pcm = utterance_pcm() + silence(2.5, RATE)  # room for the reply before the next utterance
+    ports, convs = [], []
+    for _ in range(calls):
+        stt, llm, tts = fakes(args)
+        port = PacedPort()
+        conv = Conversation(
+            {"firstMessageMode": "assistant-waits-for-user"}, port, stt=stt, llm=llm, tts=tts
+        )
+        conv.start()
+        ports.append(port)
+        convs.append(conv)
+    lateness: list[float] = []
+    stop = False
+
+    def hub_probe() -> None:
+        while not stop:
+            t = time.monotonic()
+            gevent.sleep(0.01)
+            lateness.append((time.monotonic() - t - 0.01) * 1000.0)
+
+    probe = gevent.spawn(hub_probe)
+    start = time.monotonic()
+    offsets = [i * 0.02 / max(1, calls) * 50 % 1.0 for i in range(calls)]  # stagger the calls
+    k = 0
+    while time.monotonic() - start < seconds:
+        tick = start + k * 0.02
+        delay = tick - time.monotonic()
+        if delay > 0:
+            gevent.sleep(delay)
+        for i, conv in enumerate(convs):
+            pos = int(((k * 0.02 + offsets[i]) % (len(pcm) / (2.0 * RATE))) * RATE) * 2
+            pos -= pos % FRAME
+            conv.feed(pcm[pos : pos + FRAME], k * 0.02)
+        k += 1
+    stop = True
+    probe.join(timeout=1)
+    for conv in convs:
+        conv.stop()
+    for port in ports:
+        port.playout.close()
+    added = [added_ms(t) for p in ports for t in reply_timings(p.rec)]
+    return added, lateness
+
+
+# -- 3. offline voice-to-voice ------------------------------------------------------------------------
+
+
+def offline(turns: int) -> tuple[list[float], str]:
+    from esl_controller.pipeline.conversation import Conversation
+    from esl_controller.pipeline.providers import registry
+    from esl_controller.pipeline.providers.testing import FakeTranscriber, RecordingPort
+
+    pool = None
+    try:
+        stt = registry.build_transcriber(None)
+        stt_name = stt.name
+    except registry.UnknownProvider:
+        try:
+            from esl_controller.pipeline.providers.stt import whisper
+
+            pool = whisper.start_pool(1, timeout=120)
+            stt = whisper.WhisperTranscriber(pool)
+            stt_name = "whisper tiny.en (worker process)"
+        except Exception as exc:  # noqa: BLE001 - fall back to a zero-latency fake
+            stt = FakeTranscriber(default="a table please")
+            stt_name = f"fake (embedded STT unavailable: {str(exc)[:60]})"
+    port = RecordingPort(RATE, speed=1000.0)
+    body = {"firstMessageMode": "assistant-waits-for-user", "model": MODEL}
+    conv = Conversation(
+        body, port, stt=stt, llm=registry.build_model(MODEL), tts=registry.build_synthesizer(None)
+    )
+    conv.start()
+    pcm = utterance_pcm()
+    try:
+        for n in range(1, turns + 1):
+            for i in range(0, len(pcm), FRAME):
+                conv.feed(pcm[i : i + FRAME], 0.0)
+            port.wait_for("turn-timing", lambda t, n=n: len(reply_timings(port)) >= n, timeout=60)
+            port.wait_played(lambda p: not p.playing(), timeout=5)
+    finally:
+        conv.stop()
+        if pool is not None:
+            pool.close()
+    totals = [(t["firstAudioOut"] - t["endOfSpeech"]) * 1000.0 for t in reply_timings(port)]
+    return totals, stt_name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small run (< 1 minute)")
+    parser.add_argument("--calls", type=int, default=100, help="concurrent calls in the load stage")
+    parser.add_argument("--seconds", type=float, default=30.0, help="load stage duration")
+    parser.add_argument("--turns", type=int, default=50, help="turns in the one-call stage")
+    parser.add_argument("--stt-ms", type=float, default=100.0)
+    parser.add_argument("--llm-ms", type=float, default=200.0)
+    parser.add_argument("--tts-ms", type=float, default=50.0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.calls, args.seconds, args.turns = (
+            min(args.calls, 50),
+            min(args.seconds, 12.0),
+            min(args.turns, 15),
+        )
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    print(
+        f"fake providers: stt {args.stt_ms:.0f} ms, model first token {args.llm_ms:.0f} ms, tts first byte {args.tts_ms:.0f} ms"
+    )
+
+    one = single_call(args, args.turns)
+    print(
+        f"one call, {len(one)} turns: runtime-added p50 {pct(one, 50):.2f} ms, p95 {pct(one, 95):.2f} ms, max {max(one):.2f} ms"
+    )
+
+    added, lateness = load(args, args.calls, args.seconds)
+    print(
+        f"{args.calls} calls at real-time pace for {args.seconds:.0f} s, {len(added)} turns: runtime-added "
+        f"p50 {pct(added, 50):.2f} ms, p95 {pct(added, 95):.2f} ms; hub lateness p99 {pct(lateness, 99):.2f} ms"
+    )
+
+    v2v, stt_name = offline(3 if args.quick else 10)
+    print(
+        f"offline voice-to-voice (espeak-ng + scripted + STT {stt_name}), {len(v2v)} turns: end of speech "
+        f"detected -> first audio p50 {pct(v2v, 50):.0f} ms, p95 {pct(v2v, 95):.0f} ms; from the end of the "
+        f"caller's voice add the 400 ms endpointing wait"
+    )
+    print(
+        f"turn_latency: runtime-added per turn p50 {pct(one, 50):.2f} ms / p95 {pct(one, 95):.2f} ms (one call), "
+        f"p50 {pct(added, 50):.2f} / p95 {pct(added, 95):.2f} ms ({args.calls} calls); offline voice-to-voice "
+        f"p50 {pct(v2v, 50) + 400:.0f} ms from end of voice"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
