@@ -49,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     common(kr)
     kr.add_argument("key", help="key id or prefix")
 
+    calls = sub.add_parser("calls", help="inspect and steer calls (on-box)")
+    calls_sub = calls.add_subparsers(dest="calls_command", required=True)
+    cl = calls_sub.add_parser("list", help="list calls, newest first")
+    common(cl)
+    cl.add_argument("--status", help="queued, ringing, in-progress, forwarding or ended")
+    cl.add_argument("--limit", type=int, default=20)
+    csh = calls_sub.add_parser("show", help="print one call as JSON, with its events")
+    common(csh)
+    csh.add_argument("id")
+    for name, text in (("hangup", "end a live call"), ("control", "send a live-control body")):
+        cp = calls_sub.add_parser(name, help=text + " through the running server's API")
+        common(cp)
+        cp.add_argument("id")
+        cp.add_argument("--url", help="API base URL (default: http.public_url)")
+        cp.add_argument("--api-key", help="API key (default: calls.api_key from config/env)")
+        if name == "control":
+            cp.add_argument("--json", required=True, dest="body", help="the control body")
+
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     cs = cfg_sub.add_parser("show", help="print the effective configuration, secrets masked")
@@ -116,6 +134,66 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calls(settings: Settings, args: argparse.Namespace) -> int:
+    """``calls list|show`` read the database; ``calls hangup|control`` go through the running
+    server's HTTP API (the live call is owned by that process's controller)."""
+    if args.calls_command in ("list", "show"):
+        from esl_controller import db
+        from esl_controller.calls.serialize import call_to_wire
+        from esl_controller.db.models import Call, CallEvent
+
+        _open_db(settings)
+        with db.database.connection_context():
+            if args.calls_command == "list":
+                query = Call.select().order_by(Call.created_at.desc()).limit(max(1, args.limit))
+                if args.status:
+                    query = query.where(Call.status == args.status)
+                for row in query:
+                    print(
+                        f"{row.id}  {row.type:18} {row.status:12} {row.ended_reason or '-':40} "
+                        f"{row.created_at.isoformat()}"
+                    )
+                return 0
+            row = Call.get_or_none(Call.id == args.id)
+            if row is None:
+                print(f"call {args.id} not found", file=sys.stderr)
+                return 1
+            out = call_to_wire(row)
+            out["events"] = [
+                {"at": e.at.isoformat(), "kind": e.kind, "source": e.source, "data": e.data}
+                for e in CallEvent.select().where(CallEvent.call == row.id).order_by(CallEvent.id)
+            ]
+            print(json.dumps(out, indent=2, default=str))
+            return 0
+    import requests
+
+    if args.calls_command == "hangup":
+        body: Any = {"type": "end-call"}
+    else:
+        try:
+            body = json.loads(args.body)
+        except ValueError as exc:
+            print(f"--json is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+    key = args.api_key or settings.calls.api_key
+    if not key:
+        print("an API key is needed: --api-key or ESL_CONTROLLER_CALLS__API_KEY", file=sys.stderr)
+        return 2
+    base = (args.url or settings.public_url).rstrip("/")
+    try:
+        resp = requests.post(
+            f"{base}/call/{args.id}/control",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=settings.calls.control_timeout + 5,
+        )
+    except requests.RequestException as exc:
+        print(f"cannot reach the server at {base}: {exc}", file=sys.stderr)
+        return 1
+    print(resp.text.strip())
+    return 0 if resp.status_code < 400 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -136,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_migrate(settings)
         if args.command == "keys":
             return cmd_keys(settings, args)
+        if args.command == "calls":
+            return cmd_calls(settings, args)
         if args.command == "config":
             print(json.dumps(settings_as_dict(settings), indent=2))
             return 0

@@ -152,6 +152,8 @@ class CallsSettings:
     #: audio hooks: largest chunk accepted (bytes) and chunks buffered per call before dropping
     audio_chunk_max_bytes: int = 64_000
     audio_queue_chunks: int = 100
+    #: API key the ``esl-controller calls hangup|control`` commands present to the running server
+    api_key: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
