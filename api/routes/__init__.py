@@ -20,6 +20,7 @@ BLUEPRINT_MODULES = (
     "freeswitch_hooks",
     "calls",
     "logs",
+    "observe",
 )
 
 
