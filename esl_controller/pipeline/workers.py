@@ -587,3 +587,43 @@ class StreamChannel:
                 self.worker.send({"op": "stream_close", "sid": self.sid})
             except ProviderError:
                 pass
+
+
+# -- process-wide pools -------------------------------------------------------------------------------
+
+_shared: dict[str, WorkerPool] = {}
+_shared_lock = gevent.lock.Semaphore()
+
+
+def shared_pool(config: PoolConfig, *, timeout: float | None = None) -> WorkerPool:
+    """The process's pool for ``config`` (one per engine and options), started on first use.
+
+    Starting loads a model in every worker (about 1-2 s for whisper tiny.en); call it at start-up to
+    have that done before the first call. A fatal pool (engine cannot load) is returned as is: its
+    requests fail with the cause.
+    """
+    key = json.dumps([config.engine, dict(config.options)], sort_keys=True)
+    wait = timeout if timeout is not None else config.start_timeout
+    if not _shared_lock.acquire(timeout=wait):
+        raise ProviderError(
+            "stt pool start timed out", provider=config.provider, kind="stt", retryable=True
+        )
+    try:
+        pool = _shared.get(key)
+        if pool is None or pool._closing:
+            pool = WorkerPool(config)
+            _shared[key] = pool
+            pool.start(wait=False)
+    finally:
+        _shared_lock.release()
+    pool.wait_ready(wait)
+    return pool
+
+
+def close_shared_pools(timeout: float = 5.0) -> None:
+    """Stop every pool made by :func:`shared_pool` (at shutdown)."""
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    for pool in pools:
+        pool.close(timeout)

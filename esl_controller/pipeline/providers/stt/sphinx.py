@@ -23,14 +23,16 @@ whole-utterance mode (cheap for short audio) before answering.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from esl_controller.media.codecs import Resampler, resample
 from esl_controller.pipeline.providers.base import MissingExtra, ProviderError, Transcript, Usage
+from esl_controller.pipeline.providers.registry import register
 
 if TYPE_CHECKING:
     from esl_controller.pipeline.workers import StreamChannel, WorkerPool
@@ -71,6 +73,7 @@ def classify_yes_no(text: str) -> str | None:
 @dataclass
 class _DecodeState:
     decoder: Any
+    grammar: bool = False
     in_utt: bool = False
     audio: bytearray = field(default_factory=bytearray)
     last_partial: str = ""
@@ -120,7 +123,7 @@ class SphinxEngine:
             raise ValueError(f"pocketsphinx decodes {SAMPLE_RATE} Hz audio, not {rate}")
         decoder = self._idle.pop() if self._idle else self._new_decoder()
         self._select(decoder, options.get("grammar"))
-        self._streams[sid] = _DecodeState(decoder)
+        self._streams[sid] = _DecodeState(decoder, grammar=bool(options.get("grammar")))
 
     def stream_push(self, sid: str, pcm16: bytes) -> str | None:
         st = self._streams[sid]
@@ -144,9 +147,11 @@ class SphinxEngine:
         st.decoder.end_utt()
         st.in_utt = False
         hyp = st.decoder.hyp()
-        if (hyp is None or not hyp.hypstr) and 0 < len(
-            st.audio
-        ) <= RETRY_UNDER_SECONDS * 2 * SAMPLE_RATE:
+        empty = hyp is None or not hyp.hypstr
+        short = 0 < len(st.audio) <= RETRY_UNDER_SECONDS * 2 * SAMPLE_RATE
+        if st.audio and (st.grammar or (empty and short)):
+            # grammar mode: a whole-utterance pass costs ~1% of real time and finds the complete phrase
+            # where the streaming pass may stop on a prefix ("that is" for "that is correct")
             hyp = self._decode_whole(st.decoder, bytes(st.audio))
         st.audio = bytearray()
         st.last_partial = ""
@@ -267,6 +272,18 @@ class SphinxTranscriber:
             "en",
             _usage(seconds, started),
         )
+
+
+@register("stt", PROVIDER, model=MODEL)
+def from_config(config: Mapping[str, Any]) -> SphinxTranscriber:
+    """Registry factory: ``{"provider": "custom-transcriber", "model": "pocketsphinx-en-us"}`` (optional
+    ``grammar``: ``"yesno"`` or JSGF text) over the process-wide sphinx pool, started on first use."""
+    if importlib.util.find_spec("pocketsphinx") is None:
+        raise MissingExtra("sphinx", "sphinx", "pocketsphinx")
+    from esl_controller.pipeline.workers import PoolConfig, shared_pool
+
+    pool = shared_pool(PoolConfig(engine="sphinx"))
+    return SphinxTranscriber(pool, grammar=config.get("grammar") or None)
 
 
 def start_pool(size: int = 0, *, timeout: float = 30.0, **options: Any) -> WorkerPool:

@@ -22,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from esl_controller.media.codecs import resample
 from esl_controller.pipeline.providers.base import MissingExtra, ProviderError, Transcript, Usage
+from esl_controller.pipeline.providers.registry import register
 
 if TYPE_CHECKING:
     from esl_controller.pipeline.workers import WorkerPool
@@ -167,6 +169,17 @@ class WhisperTranscriber:
             latency_ms=round((time.monotonic() - started) * 1000.0, 1),
         )
         return Transcript(text, True, confidence, self.language, usage)
+
+
+@register("stt", PROVIDER, model=MODEL)
+@register("stt", PROVIDER, model="tiny.en")
+def from_config(config: Mapping[str, Any]) -> WhisperTranscriber:
+    """Registry factory: ``{"provider": "custom-transcriber", "model": "whisper-tiny.en"}`` over the
+    process-wide whisper pool (one worker per core, started on first use)."""
+    from esl_controller.pipeline.workers import PoolConfig, shared_pool
+
+    pool = shared_pool(PoolConfig(engine="whisper"))
+    return WhisperTranscriber(pool, language=str(config.get("language") or "en"))
 
 
 def start_pool(
