@@ -321,6 +321,7 @@ class Conversation:
 
     def _run_turn(self, turn: _Turn, text: str | None) -> None:
         try:
+            self._backoff()
             if text is not None:
                 turn.stage = "tts"
                 self._speak(turn, text)
@@ -335,6 +336,18 @@ class Conversation:
             log.exception("call %s: turn %d failed", self.call_id, turn.id)
             provider = self.tts.name if turn.stage == "tts" else self.llm.name
             self._fail(ProviderError(str(exc), provider=provider, kind=turn.stage), turn)
+
+    def _backoff(self) -> None:
+        """stopSpeakingPlan.backoffSeconds: after a barge-in, wait that long before speaking again."""
+        if self.turns.interrupted_at is None:
+            return
+        wait = (
+            self.turns.interrupted_at
+            + self.config.stop_speaking_plan.backoff_seconds
+            - self.clock()
+        )
+        if wait > 0:
+            gevent.sleep(min(wait, self.config.stop_speaking_plan.backoff_seconds))
 
     def _model_turn(self, turn: _Turn) -> None:
         for _round in range(self.timeouts.max_tool_rounds):
@@ -419,9 +432,9 @@ class Conversation:
         whole = " ".join(s for s, _ in turn.sentences).strip()
         self._commit(turn)
         self._close_turn(turn, whole)
-        self.turns_done_next(turn)
+        self._done_next(turn)
 
-    def turns_done_next(self, turn: _Turn) -> None:
+    def _done_next(self, turn: _Turn) -> None:
         if self._current is turn:
             self._current = None
             self._greenlet = None
