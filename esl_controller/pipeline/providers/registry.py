@@ -97,11 +97,12 @@ def _discover(kind: str) -> None:
         name = f"{package}.{info.name}"
         try:
             importlib.import_module(name)
-        except (
-            ImportError
-        ) as exc:  # an optional vendor package is missing (MissingExtra is an ImportError)
+        except ImportError as exc:  # an optional vendor package is missing (MissingExtra too)
             _import_errors[name] = str(exc)
             log.debug("provider module %s not loaded: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 - one broken vendor module must not break every lookup
+            _import_errors[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("provider module %s failed to import: %s", name, exc)
 
 
 def resolve(kind: str, config: Mapping[str, Any] | None) -> Factory:
