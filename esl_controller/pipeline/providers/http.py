@@ -30,8 +30,16 @@ from esl_controller.pipeline.providers.base import MissingExtra, ProviderError, 
 
 try:
     import httpx
-except ImportError as exc:  # pragma: no cover - httpx comes with the openai SDK
-    raise MissingExtra("hosted", "providers", "httpx") from exc
+except ImportError:  # pragma: no cover - httpx comes with the providers extra
+    httpx = None  # type: ignore[assignment]
+
+
+def _httpx() -> Any:
+    """httpx, or :class:`MissingExtra` naming the extra (the Deepgram WebSocket path does not need it)."""
+    if httpx is None:
+        raise MissingExtra("hosted", "providers", "httpx")
+    return httpx
+
 
 log = logging.getLogger("esl_controller.pipeline.providers.http")
 
@@ -62,9 +70,9 @@ class HttpPolicy:
             backoff=num("retryBackoffSeconds", cls.backoff),
         )
 
-    def timeout(self, read: float) -> httpx.Timeout:
+    def timeout(self, read: float) -> Any:
         """httpx timeouts for one request: ``read`` bounds every read, write and pool wait."""
-        return httpx.Timeout(read, connect=min(self.connect_timeout, read))
+        return _httpx().Timeout(read, connect=min(self.connect_timeout, read))
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None and 0 <= retry_after <= MAX_RETRY_AFTER:
@@ -203,29 +211,29 @@ def with_retries(
 
 @contextmanager
 def open_stream(
-    client: httpx.Client,
-    request: httpx.Request,
+    client: Any,
+    request: Any,
     policy: HttpPolicy,
     provider: str,
     kind: str,
     *,
     what: str = "request",
-) -> Iterator[httpx.Response]:
+) -> Iterator[Any]:
     """Send ``request`` and yield a streaming response with a 2xx status (retrying where safe).
 
     The body is not read: iterate ``response.iter_bytes()`` inside the ``with`` block and map errors there
     with :func:`transport_error` (a failure then is mid-stream and never retried here).
     """
 
-    def attempt() -> httpx.Response:
+    def attempt() -> Any:
         try:
             response = client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - httpx errors (and socket errors) are mapped
             raise transport_error(provider, kind, exc) from exc
         if response.status_code >= 400:
             try:
                 body = response.read()
-            except httpx.HTTPError:
+            except Exception:  # noqa: BLE001 - the status is the error; the body is a detail
                 body = b""
             finally:
                 response.close()
@@ -241,18 +249,19 @@ def open_stream(
         response.close()
 
 
-def iter_body(
-    response: httpx.Response, provider: str, kind: str, chunk_bytes: int
-) -> Iterator[bytes]:
+def iter_body(response: Any, provider: str, kind: str, chunk_bytes: int) -> Iterator[bytes]:
     """The response body in chunks, with transport errors (timeouts, disconnects) as ProviderErrors."""
     try:
         yield from response.iter_bytes(chunk_bytes)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - httpx errors and socket errors are mapped
+        if not (is_transport_error(exc) or isinstance(exc, OSError)):
+            raise
         raise transport_error(provider, kind, exc) from exc
 
 
-def make_client(policy: HttpPolicy, headers: Mapping[str, str] | None = None) -> httpx.Client:
-    """A pooled client for one provider instance (keep-alive across requests of a call)."""
+def make_client(policy: HttpPolicy, headers: Mapping[str, str] | None = None) -> Any:
+    """A pooled ``httpx.Client`` for one provider instance (keep-alive across requests of a call)."""
+    httpx = _httpx()
     return httpx.Client(
         headers=dict(headers or {}),
         timeout=policy.timeout(30.0),

@@ -271,3 +271,7 @@ class CustomLLM:
 
     def close(self) -> None:
         self._client.close()
+
+
+# registers the hosted factories when the registry discovers this module
+from esl_controller.pipeline.providers import hosted as _hosted  # noqa: E402, F401

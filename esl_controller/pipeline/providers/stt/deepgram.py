@@ -496,3 +496,7 @@ class DeepgramStream:
                 except gevent.queue.Empty:
                     pass
                 self.queue.put_nowait(item)
+
+
+# registers the hosted factories when the registry discovers this module
+from esl_controller.pipeline.providers import hosted as _hosted  # noqa: E402, F401

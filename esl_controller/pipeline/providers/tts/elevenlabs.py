@@ -97,3 +97,7 @@ class ElevenLabsSpeech(HttpSynthesizer):
             headers={"Accept": "audio/pcm"},
             timeout=timeout,
         )
+
+
+# registers the hosted factories when the registry discovers this module
+from esl_controller.pipeline.providers import hosted as _hosted  # noqa: E402, F401

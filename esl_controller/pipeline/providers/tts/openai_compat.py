@@ -248,3 +248,7 @@ class OpenAISpeech(HttpSynthesizer):
         return self._client.build_request(
             "POST", self.base_url + "/audio/speech", json=body, timeout=timeout
         )
+
+
+# registers the hosted factories when the registry discovers this module
+from esl_controller.pipeline.providers import hosted as _hosted  # noqa: E402, F401
