@@ -293,7 +293,7 @@ def call_event_item(ev: CallEvent, org_id: str) -> dict[str, Any]:
 
 def call_logs(q: LogQuery) -> dict[str, Any]:
     """``{results, metadata}`` for ``GET /logs/calls``: call events, newest first by default."""
-    query = CallEvent.select(CallEvent, Call.org_id).join(Call).where(_event_cond(q, None))
+    query = CallEvent.select(CallEvent, Call.id, Call.org_id).join(Call).where(_event_cond(q, None))
     total = query.count()
     if q.order == "DESC":
         order = (CallEvent.at.desc(), CallEvent.id.desc())
