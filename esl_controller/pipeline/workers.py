@@ -71,6 +71,7 @@ class PoolConfig:
     hang_grace: float = 10.0  # seconds past a request's deadline before a silent worker is killed
     max_streams_per_worker: int = 8
     provider: str = "custom-transcriber"  # named in errors (ended reason)
+    nice: int = 5  # workers yield the CPU to the hub when cores are saturated
 
     @property
     def workers(self) -> int:
@@ -112,6 +113,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         argv = [sys.executable, "-m", CHILD_MODULE, "--fd", str(child.fileno())]
         argv += ["--engine", cfg.engine, "--options", json.dumps(dict(cfg.options))]
+        argv += ["--nice", str(cfg.nice)]
         try:
             self.proc = gevent.subprocess.Popen(
                 argv, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL

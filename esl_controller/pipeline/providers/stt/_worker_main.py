@@ -219,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--engine", required=True)
     parser.add_argument("--options", default="{}")
+    parser.add_argument("--nice", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.nice > 0:
+        os.nice(args.nice)  # the parent's hub has priority when the cores are busy
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     sock = socket.socket(fileno=args.fd)
     sock.setblocking(True)  # the parent's end was made by gevent: its flags came along
