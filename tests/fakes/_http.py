@@ -187,6 +187,7 @@ class FakeHTTPServer:
 
     def _serve(self, sock: socket.socket, _addr: object) -> None:
         self.connections += 1
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = bytearray()
         try:
             while True:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -260,12 +261,20 @@ def iter_body(response: Any, provider: str, kind: str, chunk_bytes: int) -> Iter
 
 
 def make_client(policy: HttpPolicy, headers: Mapping[str, str] | None = None) -> Any:
-    """A pooled ``httpx.Client`` for one provider instance (keep-alive across requests of a call)."""
+    """A pooled ``httpx.Client`` for one provider instance (keep-alive across requests of a call).
+
+    TCP_NODELAY: httpx writes a request's headers and body separately; with Nagle on, the body waits for
+    the server's delayed ACK (about 40 ms per request, measured against the local fakes).
+    """
     httpx = _httpx()
+    transport = httpx.HTTPTransport(
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        limits=httpx.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=30.0),
+    )
     return httpx.Client(
         headers=dict(headers or {}),
         timeout=policy.timeout(30.0),
-        limits=httpx.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=30.0),
+        transport=transport,
         follow_redirects=False,
         trust_env=False,
     )
