@@ -238,6 +238,110 @@ def offline(turns: int) -> tuple[list[float], str]:
     return totals, stt_name
 
 
+# -- 4. web calls over the WebSocket transport ---------------------------------------------------------
+
+
+def webcall_clients(host: str, port: int, calls: int, seconds: float) -> int:
+    """Client process: ``calls`` web-call sockets sending speech at real-time pace, reading everything back."""
+    from esl_controller.media.codecs import silence
+    from esl_controller.media.fork_client import ForkClient
+
+    pcm = utterance_pcm() + silence(2.5, RATE)
+    clients = []
+    for i in range(calls):
+        c = ForkClient(
+            host, port, f"/call/b{i}/ws?token=t&sampleRate={RATE}", subprotocol=None, timeout=10
+        )
+        clients.append(c.connect())
+    received = [0]
+
+    def reader(c) -> None:
+        while True:
+            try:
+                msg = c.recv(timeout=seconds + 5)
+            except Exception:  # noqa: BLE001 - the server closed: this reader is done
+                return
+            if msg is None:
+                return
+            if isinstance(msg, bytes):
+                received[0] += len(msg)
+
+    readers = [gevent.spawn(reader, c) for c in clients]
+    start = time.monotonic()
+    k = 0
+    while time.monotonic() - start < seconds:
+        delay = start + k * 0.02 - time.monotonic()
+        if delay > 0:
+            gevent.sleep(delay)
+        for i, c in enumerate(clients):
+            pos = ((k + i * 7) * FRAME) % (len(pcm) - FRAME)
+            pos -= pos % FRAME
+            c.send_audio(pcm[pos : pos + FRAME])
+        k += 1
+    gevent.killall(readers, timeout=5)
+    for c in clients:
+        c.abort()
+    print(received[0] / (2.0 * RATE * calls))
+    return 0
+
+
+def webcall_load(args, calls: int, seconds: float) -> tuple[list[float], list[float], float]:
+    import subprocess
+
+    from esl_controller.media.webcall import PipelineWebCallSession, WebCallServer
+    from esl_controller.pipeline.conversation import Conversation
+    from esl_controller.pipeline.providers.testing import RecordingPort
+
+    recs: list = []
+
+    def factory(port):
+        stt, llm, tts = fakes(args)
+        return Conversation(
+            {"firstMessageMode": "assistant-waits-for-user"}, port, stt=stt, llm=llm, tts=tts
+        )
+
+    def on_connect(call_id: str, token: str):
+        rec = RecordingPort(RATE)
+        recs.append(rec)
+        return PipelineWebCallSession(factory, rec.notify)
+
+    server = WebCallServer("127.0.0.1", 0, on_connect)
+    server.start()
+    lateness: list[float] = []
+    stop = False
+
+    def hub_probe() -> None:
+        while not stop:
+            t = time.monotonic()
+            gevent.sleep(0.01)
+            lateness.append((time.monotonic() - t - 0.01) * 1000.0)
+
+    probe = gevent.spawn(hub_probe)
+    host, port = server.address
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--webcall-client",
+            f"{host}:{port}:{calls}:{seconds}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + seconds + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        gevent.sleep(0.2)
+    out = proc.communicate(timeout=10)[0] if proc.poll() is not None else ""
+    if proc.poll() is None:
+        proc.kill()
+    stop = True
+    probe.join(timeout=1)
+    server.stop()
+    added = [added_ms(t) for r in recs for t in reply_timings(r)]
+    audio_seconds = float(out.strip().splitlines()[-1]) if out.strip() else 0.0
+    return added, lateness, audio_seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run (< 1 minute)")
@@ -247,13 +351,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stt-ms", type=float, default=100.0)
     parser.add_argument("--llm-ms", type=float, default=200.0)
     parser.add_argument("--tts-ms", type=float, default=50.0)
+    parser.add_argument(
+        "--webcall-calls", type=int, default=100, help="concurrent web calls (0: skip)"
+    )
+    parser.add_argument("--webcall-client", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.webcall_client:
+        host, port, calls, seconds = args.webcall_client.split(":")
+        return webcall_clients(host, int(port), int(calls), float(seconds))
     if args.quick:
-        args.calls, args.seconds, args.turns = (
-            min(args.calls, 50),
-            min(args.seconds, 12.0),
-            min(args.turns, 15),
-        )
+        args.calls = min(args.calls, 50)
+        args.seconds = min(args.seconds, 10.0)
+        args.turns = min(args.turns, 15)
+        args.webcall_calls = min(args.webcall_calls, 30)
     import logging
 
     logging.basicConfig(level=logging.WARNING)
@@ -272,6 +382,15 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 {pct(added, 50):.2f} ms, p95 {pct(added, 95):.2f} ms; hub lateness p99 {pct(lateness, 99):.2f} ms"
     )
 
+    web: list[float] = []
+    if args.webcall_calls:
+        web, web_late, heard = webcall_load(args, args.webcall_calls, args.seconds)
+        print(
+            f"{args.webcall_calls} web calls (wsproto, loopback, client in another process) for {args.seconds:.0f} s, "
+            f"{len(web)} turns: runtime-added p50 {pct(web, 50):.2f} ms, p95 {pct(web, 95):.2f} ms; hub lateness "
+            f"p99 {pct(web_late, 99):.2f} ms; {heard:.1f} s of reply audio received per call"
+        )
+
     v2v, stt_name = offline(3 if args.quick else 10)
     print(
         f"offline voice-to-voice (espeak-ng + scripted + STT {stt_name}), {len(v2v)} turns: end of speech "
@@ -280,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"turn_latency: runtime-added per turn p50 {pct(one, 50):.2f} ms / p95 {pct(one, 95):.2f} ms (one call), "
-        f"p50 {pct(added, 50):.2f} / p95 {pct(added, 95):.2f} ms ({args.calls} calls); offline voice-to-voice "
+        f"p50 {pct(added, 50):.2f} / p95 {pct(added, 95):.2f} ms ({args.calls} calls), "
+        f"p50 {pct(web, 50):.2f} / p95 {pct(web, 95):.2f} ms ({args.webcall_calls} web calls); offline voice-to-voice "
         f"p50 {pct(v2v, 50) + 400:.0f} ms from end of voice"
     )
     return 0
