@@ -209,6 +209,38 @@ class ObserveSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebhooksSettings:
+    """Durable delivery of server messages (see docs/webhooks.md)."""
+
+    #: run the delivery workers in this process
+    enabled: bool = True
+    #: concurrent requests
+    workers: int = 8
+    poll_interval: float = 0.2
+    connect_timeout: float = 5.0
+    #: per attempt when a target sets no timeoutSeconds
+    default_timeout: float = 20.0
+    max_attempts: int = 8
+    #: exponential backoff with jitter: base * 2**attempt, capped
+    backoff_base: float = 2.0
+    backoff_cap: float = 600.0
+    lease_seconds: float = 60.0
+    max_redirects: int = 3
+    #: outbound URL policy: CIDRs, addresses or host names (``*.example.com``); link-local and cloud metadata
+    #: addresses are always refused unless allowed here
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    #: also refuse private ranges (10/8, 172.16/12, 192.168/16, loopback, ...)
+    deny_private: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.max_attempts < 1:
+            raise ConfigError("webhooks.workers/max_attempts: must be at least 1")
+        if not 0 < self.poll_interval <= 60:
+            raise ConfigError("webhooks.poll_interval: must be between 0 and 60 seconds")
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     #: directory for the SQLite database, files, recordings, captures and the secret key
     data_dir: str = "./var"
@@ -224,6 +256,7 @@ class Settings:
     freeswitch: FreeswitchSettings = dataclasses.field(default_factory=FreeswitchSettings)
     calls: CallsSettings = dataclasses.field(default_factory=CallsSettings)
     observe: ObserveSettings = dataclasses.field(default_factory=ObserveSettings)
+    webhooks: WebhooksSettings = dataclasses.field(default_factory=WebhooksSettings)
 
     # -- derived values -------------------------------------------------------------------------
     @property
