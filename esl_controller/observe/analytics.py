@@ -7,9 +7,10 @@ PostgreSQL (I/O: peewee).
 * Percentiles are PostgreSQL's ``percentile_cont`` (linear interpolation between the closest ranks),
   computed the same way on both databases: count the values, then let the database sort them and return
   only the one or two rows at the rank (``ORDER BY … LIMIT 2 OFFSET k``).
-* Turn latency is ``firstAudioOut - endOfSpeech`` (camelCase or snake_case keys) from the ``turn-timing``
-  call events, read from the JSON text with ``json_extract`` (SQLite) or ``::jsonb`` (PostgreSQL); rows
-  whose two figures are not numbers are left out. Figures are rounded to the microsecond.
+* Turn latency is ``firstAudioOut - endOfSpeech`` (camelCase or snake_case keys) of the ``turn-timing``
+  call events: the rows are chosen in SQL (``kind`` and ``at`` or the call), the two figures are read from
+  the stored JSON text in Python (the same text on both databases; rows whose figures are not numbers are
+  left out), rounded to the microsecond, and the same ``percentile_cont`` is applied.
 * Money sums: ``Call.cost`` (what the call object says) and, per ``costs[]`` type, the stored CostItem
   amounts (decimal text summed as NUMERIC on PostgreSQL, REAL on SQLite), rounded to 6 places.
 """
@@ -28,7 +29,7 @@ from esl_controller.calls.serialize import iso
 from esl_controller.db import is_postgres
 from esl_controller.db.fields import from_micros, to_micros
 from esl_controller.db.models import Call, CallEvent, CostItem, WebhookJob
-from esl_controller.observe.slo import AUDIO_WARNING_KINDS, WindowFigures
+from esl_controller.observe.slo import AUDIO_WARNING_KINDS, WindowFigures, percentile_cont
 
 STEPS = {"hour": 3600, "day": 86400}
 #: most buckets one summary may return
@@ -51,23 +52,28 @@ def _micros_duration():
     return Cast(Call.ended_at - Call.started_at, "BIGINT")
 
 
-def turn_latency_sql() -> SQL:
-    """``firstAudioOut - endOfSpeech`` of a turn-timing event's ``data``, NULL unless both are numbers."""
-    if is_postgres():
-        d = "CAST(data AS jsonb)"
-        out = f"COALESCE({d}->'firstAudioOut', {d}->'first_audio_out')"
-        eos = f"COALESCE({d}->'endOfSpeech', {d}->'end_of_speech')"
-        return SQL(
-            f"(CASE WHEN jsonb_typeof({out}) = 'number' AND jsonb_typeof({eos}) = 'number' "
-            f"THEN CAST({out} #>> '{{}}' AS double precision) "
-            f"- CAST({eos} #>> '{{}}' AS double precision) END)"
-        )
-    out = "COALESCE(json_extract(data, '$.firstAudioOut'), json_extract(data, '$.first_audio_out'))"
-    eos = "COALESCE(json_extract(data, '$.endOfSpeech'), json_extract(data, '$.end_of_speech'))"
-    return SQL(
-        f"(CASE WHEN typeof({out}) IN ('integer', 'real') AND typeof({eos}) IN ('integer', 'real') "
-        f"THEN CAST({out} AS REAL) - CAST({eos} AS REAL) END)"
-    )
+def _number(data: Mapping[str, Any], camel: str, snake: str) -> float | None:
+    value = data.get(camel, data.get(snake))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def turn_latencies(where) -> list[float]:
+    """Sorted ``firstAudioOut - endOfSpeech`` (µs-rounded) of the turn-timing events matching ``where``.
+
+    The rows are chosen by SQL over indexed columns; the two figures are read from the stored JSON here, so
+    both databases give the same list (one parse per row instead of one per JSON path in SQL)."""
+    out = []
+    for (data,) in CallEvent.select(CallEvent.data).where(where).tuples():
+        if not isinstance(data, Mapping):
+            continue
+        first_audio = _number(data, "firstAudioOut", "first_audio_out")
+        end_of_speech = _number(data, "endOfSpeech", "end_of_speech")
+        if first_audio is not None and end_of_speech is not None:
+            out.append(round(first_audio - end_of_speech, 6))
+    out.sort()
+    return out
 
 
 def percentiles(model, where, expr, ps: tuple[float, ...]) -> tuple[int, dict[float, float | None]]:
@@ -144,10 +150,7 @@ def summary(
     )
     d_n, d_pct = percentiles(Call, dcond, dur, (0.5, 0.95))
 
-    latency = turn_latency_sql()
-    tcond = (CallEvent.kind == TURN_TIMING) & CallEvent.call.in_(call_ids)
-    t_n, t_pct = percentiles(CallEvent, tcond, latency, (0.5, 0.95, 0.99))
-    t_avg = CallEvent.select(fn.AVG(latency)).where(tcond).scalar() if t_n else None
+    lat = turn_latencies((CallEvent.kind == TURN_TIMING) & CallEvent.call.in_(call_ids))
 
     cost_total, priced = Call.select(fn.SUM(Call.cost), fn.COUNT(Call.cost)).where(cond).tuples()[0]
     by_cost_type = {
@@ -188,11 +191,11 @@ def summary(
             "unpricedItems": unpriced,
         },
         "turnLatencySeconds": {
-            "count": t_n,
-            "avg": _round6(t_avg),
-            "p50": _round6(t_pct[0.5]),
-            "p95": _round6(t_pct[0.95]),
-            "p99": _round6(t_pct[0.99]),
+            "count": len(lat),
+            "avg": _round6(sum(lat) / len(lat)) if lat else None,
+            "p50": _round6(percentile_cont(lat, 0.5)),
+            "p95": _round6(percentile_cont(lat, 0.95)),
+            "p99": _round6(percentile_cont(lat, 0.99)),
         },
         "buckets": buckets(cond, start, end, step) if step else [],
     }
@@ -244,9 +247,9 @@ def window_figures(
     """The database half of one SLO window ending at ``now``; ``api`` is (requests, errors, p95) from
     this process's counters."""
     since = now - timedelta(seconds=seconds)
-    latency = turn_latency_sql()
-    tcond = (CallEvent.kind == TURN_TIMING) & (CallEvent.at >= since) & (CallEvent.at <= now)
-    turns, pct = percentiles(CallEvent, tcond, latency, (0.95,))
+    lat = turn_latencies(
+        (CallEvent.kind == TURN_TIMING) & (CallEvent.at >= since) & (CallEvent.at <= now)
+    )
 
     ended_cond = (Call.ended_at >= since) & (Call.ended_at <= now)
     calls_ended = Call.select().where(ended_cond).count()
@@ -292,8 +295,8 @@ def window_figures(
     )
     requests, errors, api_p95 = api
     return WindowFigures(
-        turns=turns,
-        turn_latency_p95=_round6(pct[0.95]),
+        turns=len(lat),
+        turn_latency_p95=_round6(percentile_cont(lat, 0.95)),
         calls_ended=calls_ended,
         pipeline_errors=pipeline_errors,
         api_requests=requests,
