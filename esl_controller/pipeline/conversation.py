@@ -362,24 +362,35 @@ class Conversation:
             turn.timing.setdefault("modelRequest", self.clock())
             chunker = T.SentenceChunker()
             parts: dict[int, dict[str, str]] = {}
-            for chunk in self.llm.stream(request, timeout=self.timeouts.llm):
-                if isinstance(chunk, TextDelta):
-                    turn.timing.setdefault("modelFirstToken", self.clock())
-                    for sentence in chunker.push(chunk.text):
-                        self._speak(turn, sentence)
-                        turn.stage = "llm"
-                elif isinstance(chunk, ToolCallDelta):
-                    turn.timing.setdefault("modelFirstToken", self.clock())
-                    part = parts.setdefault(chunk.index, {"id": "", "name": "", "arguments": ""})
-                    part["id"] = part["id"] or chunk.id
-                    part["name"] = part["name"] or chunk.name
-                    part["arguments"] += chunk.arguments
-                elif isinstance(chunk, ModelDone):
-                    self._usage(chunk.usage)
+            stream = self.llm.stream(request, timeout=self.timeouts.llm)
+            try:
+                self._consume(turn, stream, chunker, parts)
+            finally:
+                _close(
+                    stream
+                )  # a barge-in (GreenletExit) or an error releases the provider's connection
             for sentence in chunker.flush():
                 self._speak(turn, sentence)
             if not parts or not self._run_tools(turn, [parts[i] for i in sorted(parts)]):
                 return
+
+    def _consume(
+        self, turn: _Turn, stream: Any, chunker: T.SentenceChunker, parts: dict[int, dict[str, str]]
+    ) -> None:
+        for chunk in stream:
+            if isinstance(chunk, TextDelta):
+                turn.timing.setdefault("modelFirstToken", self.clock())
+                for sentence in chunker.push(chunk.text):
+                    self._speak(turn, sentence)
+                    turn.stage = "llm"
+            elif isinstance(chunk, ToolCallDelta):
+                turn.timing.setdefault("modelFirstToken", self.clock())
+                part = parts.setdefault(chunk.index, {"id": "", "name": "", "arguments": ""})
+                part["id"] = part["id"] or chunk.id
+                part["name"] = part["name"] or chunk.name
+                part["arguments"] += chunk.arguments
+            elif isinstance(chunk, ModelDone):
+                self._usage(chunk.usage)
 
     def _speak(self, turn: _Turn, text: str) -> None:
         text = text.strip()
@@ -388,10 +399,19 @@ class Conversation:
         turn.stage = "tts"
         self.turns.handle(T.AssistantText(self.clock(), text))
         turn.timing.setdefault("ttsRequest", self.clock())
+        chunks = self.tts.synthesize(text, sample_rate=self.rate, timeout=self.timeouts.tts)
+        try:
+            seconds = self._play_chunks(turn, text, chunks)
+        finally:
+            _close(chunks)
+        self._usage(self.tts.last_usage())
+        turn.sentences.append((text, seconds))
+
+    def _play_chunks(self, turn: _Turn, text: str, chunks: Any) -> float:
         resampler: Resampler | None = None
         seconds = 0.0
         first = True
-        for chunk in self.tts.synthesize(text, sample_rate=self.rate, timeout=self.timeouts.tts):
+        for chunk in chunks:
             turn.timing.setdefault("ttsFirstByte", self.clock())
             pcm = chunk.pcm16
             if chunk.sample_rate != self.rate:
@@ -408,8 +428,7 @@ class Conversation:
                 turn.started_speaking = True
                 turn.timing.setdefault("firstAudioOut", self.clock())
                 self._notify("speech", {"status": "started", "role": "assistant", "turn": turn.id})
-        self._usage(self.tts.last_usage())
-        turn.sentences.append((text, seconds))
+        return seconds
 
     def _wait_played(self) -> None:
         deadline = time.monotonic() + self.timeouts.playback
@@ -649,3 +668,12 @@ class Conversation:
             self.port.notify(PipelineNotice(kind, data))
         except Exception:  # noqa: BLE001 - the session's notify must never break the pipeline
             log.exception("call %s: notify(%s) failed", self.call_id, kind)
+
+
+def _close(iterator: Any) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - closing an abandoned stream is best effort
+            log.debug("closing a provider stream failed", exc_info=True)

@@ -400,3 +400,33 @@ def test_real_embedded_stt(running, embedded_stt):
     port.wait_for("turn-timing", timeout=60)
     assert "table" in port.of("transcript")[0]["transcript"].lower()
     assert port.texts == ["Sure Ann, for how many people?"]
+
+
+def test_barge_in_cancels_the_model_stream(running):
+    model = FakeModel(
+        ["First part of the answer. " + "and then it goes on and on " * 20 + "the end.", "Okay."],
+        token_delay=0.05,
+    )
+    conv, port = make(assistant(), ["tell me everything", "stop"], llm=model, speed=1.0)
+    running(conv)
+    say_into(conv, "Tell me everything about the menu.")
+    port.wait_played(lambda p: p.heard() >= 0.5)
+    say_into(conv, "Stop, please.")
+    interrupted = port.wait_for("interrupted")
+    assert model.abandoned == 1  # the stream was closed, not left running
+    assert interrupted["truncatedTo"] and "First part of the answer.".startswith(
+        interrupted["truncatedTo"]
+    )
+    port.wait_for("message", lambda m: m["role"] == "bot" and m["message"] == "Okay.")
+    assert port.texts[0] == "First part of the answer."
+    assert not any("the end." in t for t in port.texts)
+
+
+def test_model_stream_breaking_midway_is_a_pipeline_error(running):
+    conv, port = make(
+        assistant(), ["hi"], llm=FakeModel(["One two three. Four five six."], fail_after_tokens=4)
+    )
+    running(conv)
+    say_into(conv, "Hello there.")
+    assert port.wait_for("error")["endedReason"] == "pipeline-error-fake-llm-llm-failed"
+    assert port.texts[0] == "One two three." and port.texts[-1] == APOLOGY

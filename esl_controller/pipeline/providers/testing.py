@@ -124,6 +124,7 @@ class FakeModel(_Knobs):
         self.tool_calls = list(tool_calls)
         self.fail_after_tokens = fail_after_tokens
         self.seen: list[ChatRequest] = []
+        self.abandoned = 0
 
     def stream(self, request: ChatRequest, *, timeout: float) -> Iterator[ModelChunk]:
         self.seen.append(request)
@@ -131,14 +132,19 @@ class FakeModel(_Knobs):
         reply = self.replies.popleft() if self.replies else self.default
         _sleep(self.first_token_delay)
         words = reply.split(" ")
-        for i, word in enumerate(words):
-            if self.fail_after_tokens is not None and i >= self.fail_after_tokens:
-                raise ProviderError(
-                    "stream broke (fake)", provider=self.name, kind="llm", retryable=True
-                )
-            if i:
-                _sleep(self.token_delay)
-            yield TextDelta(word if i == 0 else " " + word)
+        try:
+            for i, word in enumerate(words):
+                if self.fail_after_tokens is not None and i >= self.fail_after_tokens:
+                    raise ProviderError(
+                        "stream broke (fake)", provider=self.name, kind="llm", retryable=True
+                    )
+                if i:
+                    _sleep(self.token_delay)
+                yield TextDelta(word if i == 0 else " " + word)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # closed (GeneratorExit) or killed (GreenletExit) early
+                self.abandoned += 1
+            raise
         for index, (name, args) in enumerate(self.tool_calls):
             yield ToolCallDelta(index=index, id=f"fake_{index}", name=name, arguments=args)
         usage = Usage(kind="llm", provider=self.name, model="fake", completion_tokens=len(words))
