@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from esl_controller.capture.manager import CaptureSettings
+
 ENV_PREFIX = "ESL_CONTROLLER_"
 ENV_CONFIG_PATH = "ESL_CONTROLLER_CONFIG"
 SECRET_KEYS = frozenset(
@@ -257,6 +259,8 @@ class Settings:
     calls: CallsSettings = dataclasses.field(default_factory=CallsSettings)
     observe: ObserveSettings = dataclasses.field(default_factory=ObserveSettings)
     webhooks: WebhooksSettings = dataclasses.field(default_factory=WebhooksSettings)
+    #: per-call SIP/RTP capture (extra ``pcap``); files in :attr:`pcap_dir`
+    capture: CaptureSettings = dataclasses.field(default_factory=CaptureSettings)
 
     # -- derived values -------------------------------------------------------------------------
     @property
@@ -274,6 +278,11 @@ class Settings:
         return (
             Path(self.secrets.key_file) if self.secrets.key_file else self.data_path / "secret.key"
         )
+
+    @property
+    def pcap_dir(self) -> Path:
+        """Where per-call captures are written (``<data_dir>/pcap/<call_id>.pcap``)."""
+        return self.data_path / "pcap"
 
     @property
     def public_url(self) -> str:
@@ -408,6 +417,23 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("database.url: expected a sqlite:/// or postgresql:// URL")
     if settings.http.max_body_bytes <= 0 or settings.http.max_file_bytes <= 0:
         raise ConfigError("http.max_body_bytes/max_file_bytes: must be positive")
+    _validate_capture(settings.capture)
+
+
+def _validate_capture(c: CaptureSettings) -> None:
+    for i, port in enumerate(c.sip_ports):
+        if not 0 < port <= 65535:
+            raise ConfigError(f"capture.sip_ports[{i}]: port out of range: {port}")
+    if not c.sip_ports:
+        raise ConfigError("capture.sip_ports: at least one SIP port is needed")
+    if c.max_bytes <= 0 or c.max_seconds <= 0:
+        raise ConfigError("capture.max_bytes/max_seconds: must be positive")
+    if c.max_concurrent < 1 or c.max_files < 1:
+        raise ConfigError("capture.max_concurrent/max_files: must be at least 1")
+    if c.min_free_bytes < 0:
+        raise ConfigError("capture.min_free_bytes: must not be negative")
+    if c.start_timeout <= 0 or c.command_timeout <= 0:
+        raise ConfigError("capture.start_timeout/command_timeout: must be positive")
 
 
 def load_settings(
