@@ -135,9 +135,12 @@ class Playout:
             frame = self._frames.popleft()
             try:
                 self._send(frame)
-            except Exception:  # noqa: BLE001 - a dead transport ends the pacer, never the call
+            except Exception as exc:  # noqa: BLE001 - a dead transport ends the pacer, never the call
                 self.errors += 1
-                log.warning("playout %s: send failed; stopping", self.name, exc_info=True)
+                if isinstance(exc, OSError) or type(exc).__name__.endswith("Closed"):
+                    log.info("playout %s: transport gone (%s); stopping", self.name, exc)
+                else:
+                    log.warning("playout %s: send failed; stopping", self.name, exc_info=True)
                 self._closed = True
                 self._frames.clear()
                 return
