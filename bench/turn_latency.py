@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm-ms", type=float, default=200.0)
     parser.add_argument("--tts-ms", type=float, default=50.0)
     parser.add_argument(
-        "--webcall-calls", type=int, default=100, help="concurrent web calls (0: skip)"
+        "--webcall-calls", type=int, default=50, help="concurrent web calls (0: skip)"
     )
     parser.add_argument("--webcall-client", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
