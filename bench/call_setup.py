@@ -5,6 +5,12 @@ Prints calls/s set up, setup latency p50/p95 (socket connect -> CHANNEL_EXECUTE_
 answer), ESL events/s processed by the controller side, and RSS per live call.
 
     python bench/call_setup.py --calls 200 --hold 30 --event-interval 0.1
+    python bench/call_setup.py --sessions [--database-url postgresql://...]   # through the controller
+
+``--sessions`` runs the real controller (outbound server, inbound ESL connection, registry, call
+sessions, reducer, database writes of every status change and CallEvent) against the peer: setup
+latency is then place_call -> the call's session is ``in-progress`` (row written, answered, fork
+started), and "events" are reducer inputs processed by the sessions.
 """
 
 from __future__ import annotations
@@ -41,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--hold", type=float, default=30.0, help="seconds of events per call")
     ap.add_argument("--event-interval", type=float, default=0.1, help="seconds between DTMF events")
+    ap.add_argument("--sessions", action="store_true", help="through the real call sessions")
+    ap.add_argument(
+        "--database-url", default="", help="with --sessions (default: SQLite in a temp dir)"
+    )
     args = ap.parse_args(argv)
+    if args.sessions:
+        return run_sessions(args)
 
     peer = FreeSwitchPeer()
     peer.start()
@@ -105,6 +117,107 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"ESL events/s processed:    {ev_hold / t_hold:.0f} (during hold, both peer and controller in this process)"
+    )
+    print(
+        f"RSS per live call:         {(rss_live - rss0) / args.calls:.1f} KiB (peer + controller)"
+    )
+    return 0
+
+
+def run_sessions(args) -> int:
+    import tempfile
+
+    from esl_controller import db
+    from esl_controller.config import load_settings
+    from esl_controller.controller import Controller
+    from esl_controller.db.models import Assistant, Call, CallEvent, PhoneNumber
+
+    tmp = tempfile.mkdtemp(prefix="bench-calls-")
+    peer = FreeSwitchPeer()
+    peer.start()
+    over = {
+        "data_dir": tmp,
+        "freeswitch": {
+            "enabled": True,
+            "port": peer.port,
+            "outbound_port": 0,
+            "fork_port": 0,
+            "command_timeout": 30.0,
+        },
+        "calls": {"max_duration_seconds": args.hold + 300, "end_grace_seconds": 2.0},
+    }
+    if args.database_url:
+        over["database"] = {"url": args.database_url}
+    settings = load_settings(None, environ={}, overrides=over)
+    database = db.connect(settings.database_url, max_connections=50)
+    with database.connection_context():
+        db.migrate()
+        a = Assistant.create(org_id=settings.org_id, name="bench", data={"name": "bench"})
+        PhoneNumber.create(
+            org_id=settings.org_id, provider="byo-phone-number", number="+15557654321", assistant=a
+        )
+    ctl = Controller(settings)
+    ctl.start()
+    if not ctl.inbound.wait_connected(10) or not ctl.reconciled.wait(10):
+        print("controller did not start")
+        return 1
+    reg = ctl.registry
+    setup: list[float] = []
+    sessions: list = []
+    all_up = gevent.event.Event()
+
+    def follow(leg, t_start: float) -> None:
+        session = reg.wait_for(lambda: reg.by_channel(leg.uuid), 120)
+        if session is None or not session.wait_until(lambda st: st.status == "in-progress", 120):
+            return
+        setup.append(time.perf_counter() - t_start)
+        sessions.append(session)
+        if len(setup) == args.calls:
+            all_up.set()
+
+    rss0 = rss_kib()
+    t0 = time.perf_counter()
+    legs = []
+    for _ in range(args.calls):
+        leg = peer.place_call("127.0.0.1", ctl.outbound.port, destination="15557654321")
+        gevent.spawn(follow, leg, time.perf_counter())
+        legs.append(leg)
+    if not all_up.wait(timeout=180):
+        print(f"only {len(setup)} of {args.calls} calls in progress")
+        return 1
+    t_setup = time.perf_counter() - t0
+    rss_live = rss_kib()
+    in0 = sum(s.counters["inputs"] for s in sessions)
+    t1 = time.perf_counter()
+
+    def talk(leg) -> None:
+        end = time.perf_counter() + args.hold
+        while time.perf_counter() < end and not leg.closed.is_set():
+            leg.dtmf("5")
+            gevent.sleep(args.event_interval)  # load generator pacing, not a test synchronisation
+
+    gevent.joinall([gevent.spawn(talk, leg) for leg in legs])
+    inputs = sum(s.counters["inputs"] for s in sessions) - in0
+    t_hold = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    for leg in legs:
+        leg.hangup("NORMAL_CLEARING")
+    ended = all(s.wait(120) for s in sessions)
+    t_end = time.perf_counter() - t2
+    with database.connection_context():
+        n_ended = Call.select().where(Call.ended_reason == "customer-ended-call").count()
+        n_events = CallEvent.select().count()
+    ctl.stop()
+    peer.stop()
+    print(f"through the call sessions ({'PostgreSQL' if args.database_url else 'SQLite'})")
+    print(f"calls:                     {args.calls} (hold {args.hold:.0f} s), ended ok: {n_ended}")
+    print(f"calls set up per second:   {args.calls / t_setup:.1f}")
+    print(
+        f"setup latency p50 / p95:   {pct(setup, 50) * 1000:.1f} ms / {pct(setup, 95) * 1000:.1f} ms"
+    )
+    print(f"reducer inputs/s:          {inputs / t_hold:.0f} (during hold; each one a DB write)")
+    print(
+        f"hangup -> all sessions done: {t_end:.2f} s (ended: {ended}); CallEvent rows: {n_events}"
     )
     print(
         f"RSS per live call:         {(rss_live - rss0) / args.calls:.1f} KiB (peer + controller)"

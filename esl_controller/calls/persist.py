@@ -44,6 +44,20 @@ def transaction():
             database.close()
 
 
+def hold_connection() -> None:
+    """SQLite: keep this greenlet's connection open across writes (a session's lifetime), so each
+    write does not reconnect. PostgreSQL: nothing (pooled connections go back after each write)."""
+    from esl_controller.db.connect import is_postgres
+
+    if database.obj is not None and not is_postgres() and database.is_closed():
+        database.connect()
+
+
+def release_connection() -> None:
+    if database.obj is not None and not database.is_closed() and not database.in_transaction():
+        database.close()
+
+
 @dataclass
 class NewCall:
     """What a call is created with; :func:`create_call` writes it as the Call row."""

@@ -256,6 +256,7 @@ class CallSession:
 
     def _run(self) -> None:
         try:
+            persist.hold_connection()
             while True:
                 timeout = 30.0
                 if self.state.status == ENDED:
@@ -279,6 +280,10 @@ class CallSession:
             self._cleanup()
 
     def _cleanup(self) -> None:
+        try:
+            persist.release_connection()
+        except Exception:
+            log.exception("call %s: closing the database connection failed", self.call_id)
         self.timers.cancel_all()
         for g in self._helpers:
             g.kill(block=False)
