@@ -21,6 +21,7 @@ BLUEPRINT_MODULES = (
     "calls",
     "logs",
     "observe",
+    "pcap",
 )
 
 
