@@ -175,7 +175,10 @@ def run_sessions(args) -> int:
         if len(setup) == args.calls:
             all_up.set()
 
+    import resource
+
     rss0 = rss_kib()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     legs = []
     for _ in range(args.calls):
@@ -186,6 +189,8 @@ def run_sessions(args) -> int:
         print(f"only {len(setup)} of {args.calls} calls in progress")
         return 1
     t_setup = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_setup = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     rss_live = rss_kib()
     in0 = sum(s.counters["inputs"] for s in sessions)
     t1 = time.perf_counter()
@@ -215,6 +220,7 @@ def run_sessions(args) -> int:
     print(
         f"setup latency p50 / p95:   {pct(setup, 50) * 1000:.1f} ms / {pct(setup, 95) * 1000:.1f} ms"
     )
+    print(f"CPU per call set up:       {cpu_setup / args.calls * 1000:.1f} ms (peer + controller)")
     print(f"reducer inputs/s:          {inputs / t_hold:.0f} (during hold; each one a DB write)")
     print(
         f"hangup -> all sessions done: {t_end:.2f} s (ended: {ended}); CallEvent rows: {n_events}"

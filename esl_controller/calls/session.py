@@ -341,19 +341,22 @@ class CallSession:
         self.feed(SocketDisconnected(at=utcnow(), notice=True))
 
     def run_fork(self, stream: Any) -> None:
-        """A mod_audio_fork stream for this call (runs in the fork server's greenlet until it ends)."""
+        """A mod_audio_fork stream for this call (runs in the fork server's greenlet until it
+        ends). Frames go inline (no queue hand-off) to the attached pipeline's ``feed``."""
         self.fork_stream = stream
         self.feed(ForkConnected(at=utcnow()))
-        for frame in stream.frames(poll=1.0):
-            pipeline = self.pipeline
-            if pipeline is not None:
-                try:
-                    pipeline.feed(frame.caller, frame.timestamp)
-                except Exception:
-                    log.exception("call %s: pipeline.feed failed", self.call_id)
+        stream.set_frame_handler(self._on_fork_frame)
+        for frame in stream.frames(poll=1.0):  # frames queued before the handler was set
+            self._on_fork_frame(frame)
         if self.fork_stream is stream:
             self.fork_stream = None
-        self.feed(ForkClosed(at=utcnow(), reason=getattr(stream, "close_reason", None) or "closed"))
+        reason = getattr(stream, "close_reason", None) or "closed"
+        self.feed(ForkClosed(at=utcnow(), reason=reason))
+
+    def _on_fork_frame(self, frame: Any) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.feed(frame.caller, frame.timestamp)
 
     def push_audio(self, pcm16: bytes, rate: int) -> bool:
         """Caller audio from the HTTP hooks: bounded; False (dropped and counted) when full."""
