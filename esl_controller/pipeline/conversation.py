@@ -82,6 +82,9 @@ class _Turn:
     started_speaking: bool = False
     stage: str = "llm"
     done: bool = False
+    queued: float = 0.0  # seconds of this turn's audio handed to the port
+    cursor: float = 0.0  # monotonic time the queued audio should finish playing
+    run_offset: float = 0.0  # seconds of the turn played before the port's current utterance began
 
 
 class Conversation:
@@ -400,14 +403,16 @@ class Conversation:
         self.turns.handle(T.AssistantText(self.clock(), text))
         turn.timing.setdefault("ttsRequest", self.clock())
         chunks = self.tts.synthesize(text, sample_rate=self.rate, timeout=self.timeouts.tts)
+        turn.sentences.append(
+            (text, 0.0)
+        )  # its duration grows as audio is played (a barge-in may cut it)
         try:
-            seconds = self._play_chunks(turn, text, chunks)
+            self._play_chunks(turn, text, chunks, len(turn.sentences) - 1)
         finally:
             _close(chunks)
         self._usage(self.tts.last_usage())
-        turn.sentences.append((text, seconds))
 
-    def _play_chunks(self, turn: _Turn, text: str, chunks: Any) -> float:
+    def _play_chunks(self, turn: _Turn, text: str, chunks: Any, index: int) -> None:
         resampler: Resampler | None = None
         seconds = 0.0
         first = True
@@ -419,16 +424,23 @@ class Conversation:
                 pcm = resampler.process(pcm)
             if not pcm:
                 continue
-            seconds += len(pcm) / (2.0 * self.rate)
+            duration = len(pcm) / (2.0 * self.rate)
+            seconds += duration
+            turn.sentences[index] = (text, seconds)
             if self.assistant_muted:
                 continue
+            now = time.monotonic()
+            if now > turn.cursor + 0.01:  # the port went idle: its next utterance starts here
+                turn.run_offset = turn.queued
+                turn.cursor = now
+            turn.cursor += duration
+            turn.queued += duration
             self.port.play(pcm, text=text if first else "")
             first = False
             if not turn.started_speaking:
                 turn.started_speaking = True
                 turn.timing.setdefault("firstAudioOut", self.clock())
                 self._notify("speech", {"status": "started", "role": "assistant", "turn": turn.id})
-        return seconds
 
     def _wait_played(self) -> None:
         deadline = time.monotonic() + self.timeouts.playback
@@ -487,14 +499,17 @@ class Conversation:
         self._cancel()
         if turn is None:
             return
+        # the port counts from the start of its current utterance; earlier runs of this turn were heard whole
+        heard_total = min(turn.queued, turn.run_offset + played)
+        committed = sum(seconds for _, seconds in turn.sentences[: turn.committed])
         pending = turn.sentences[turn.committed :]
-        heard, truncated = truncate_to_played(pending, played)
+        heard, truncated = truncate_to_played(pending, max(0.0, heard_total - committed))
         self._commit(turn, heard)
         self._notify(
             "interrupted",
             {
                 "turn": turn.id,
-                "playedMs": round(played * 1000),
+                "playedMs": round(heard_total * 1000),
                 "truncatedTo": heard,
                 "reason": reason,
             },

@@ -430,3 +430,20 @@ def test_model_stream_breaking_midway_is_a_pipeline_error(running):
     say_into(conv, "Hello there.")
     assert port.wait_for("error")["endedReason"] == "pipeline-error-fake-llm-llm-failed"
     assert port.texts[0] == "One two three." and port.texts[-1] == APOLOGY
+
+
+def test_truncation_counts_audio_played_before_a_gap(running):
+    # The model pauses between sentences long enough for playback to run dry: the port's second utterance
+    # starts at the second sentence, yet the first one was heard in full.
+    model = FakeModel(
+        ["First sentence here. Then the second sentence comes slowly.", "Okay."], token_delay=0.3
+    )
+    tts = FakeSynthesizer(seconds_per_word=0.2)
+    conv, port = make(assistant(), ["go on", "wait"], llm=model, tts=tts, speed=1.0)
+    running(conv)
+    say_into(conv, "Go on, tell me.")
+    port.wait_played(lambda p: len(p.texts) >= 2 and p.heard() >= 0.4)
+    say_into(conv, "Wait a moment.")
+    heard = port.wait_for("interrupted")["truncatedTo"]
+    assert heard.startswith("First sentence here. Then")
+    assert heard != "First sentence here. Then the second sentence comes slowly."
