@@ -13,6 +13,8 @@ def harness(settings, database, api_key):
 
 def test_inbound_call_answered_then_caller_hangs_up(harness, database):
     phone = make_phone_number(database, "+15557654321")
+    ready = harness.client.get("/ready").get_json()
+    assert ready["checks"]["freeswitch"] == {"ok": True, "detail": "inbound ESL connected"}
     leg = harness.place_call(caller="+15551230001", destination="15557654321")
     session = harness.session_for_channel(leg.uuid)
     harness.wait_status(session, "in-progress")
@@ -174,3 +176,16 @@ def test_no_assistant_and_no_server(harness, database):
     assert harness.row(session.call_id).ended_reason == (
         "call-start-error-neither-assistant-nor-server-set"
     )
+
+
+def test_shutdown_ends_live_calls(harness, database):
+    make_phone_number(database, "+15557654321")
+    leg = harness.place_call(destination="15557654321")
+    session = harness.session_for_channel(leg.uuid)
+    harness.wait_status(session, "in-progress")
+    harness.controller.stop(timeout=5)
+    assert session.done.is_set()
+    row = harness.row(session.call_id)
+    assert row.status == "ended" and row.ended_reason == "worker-shutdown"
+    assert leg.runner.gone.wait(WAIT)
+    assert leg.runner.channel.hangup_cause == "SYSTEM_SHUTDOWN"
