@@ -146,6 +146,23 @@ class Conversation:
         self.utterances_dropped = 0
         self.timings: list[dict[str, float]] = []
 
+    @classmethod
+    def from_assistant(
+        cls,
+        assistant: Mapping[str, Any],
+        port: MediaPort,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Conversation:
+        """Build the providers from the assistant's ``model``/``voice``/``transcriber`` blocks (the registry;
+        embedded defaults when a block is absent) and the conversation. Raises ``UnknownProvider``."""
+        from esl_controller.pipeline.providers.registry import build_providers
+
+        config = AssistantConfig.from_dict(assistant, overrides)
+        p = build_providers(config.model or None, config.voice or None, config.transcriber or None)
+        return cls(config, port, stt=p.stt, llm=p.llm, tts=p.tts, **kwargs)
+
     # ------------------------------------------------------------------ Pipeline API
 
     def start(self) -> None:

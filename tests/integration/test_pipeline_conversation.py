@@ -447,3 +447,28 @@ def test_truncation_counts_audio_played_before_a_gap(running):
     heard = port.wait_for("interrupted")["truncatedTo"]
     assert heard.startswith("First sentence here. Then")
     assert heard != "First sentence here. Then the second sentence comes slowly."
+
+
+def test_from_assistant_builds_embedded_providers(running):
+    body = {
+        "firstMessage": "Hello {{name}}.",
+        "model": {"provider": "custom-llm", "model": "scripted", "url": "scripted://"},
+        "voice": {"provider": "custom-voice", "model": "espeak-ng", "voiceId": "en-us"},
+        "transcriber": {"provider": "custom-transcriber", "model": "made-up-engine"},
+    }
+    port = RecordingPort(RATE, speed=8.0)
+    with pytest.raises(registry.UnknownProvider, match="made-up-engine"):
+        Conversation.from_assistant(body, port)
+    body["transcriber"] = {"provider": "custom-transcriber", "model": "test-fake"}
+    registry.register("stt", "custom-transcriber", model="test-fake")(lambda cfg: FakeTranscriber())
+    try:
+        conv = Conversation.from_assistant(
+            body, port, overrides={"variableValues": {"name": "Ann"}}
+        )
+    finally:
+        registry.unregister("stt", "custom-transcriber", model="test-fake")
+    assert conv.llm.name == "custom-llm" and conv.tts.name == "espeak-ng"
+    assert isinstance(conv.stt, FakeTranscriber)
+    running(conv)
+    port.wait_for("message", lambda m: m["role"] == "bot")
+    assert port.texts == ["Hello Ann."]
