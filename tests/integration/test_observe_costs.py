@@ -226,3 +226,19 @@ def test_unknown_and_bad_ids(client, database):
     r = client.get(f"/call/{uuid.uuid4()}/costs")
     assert r.status_code == 404 and r.get_json()["statusCode"] == 404
     assert client.get("/call/nope/costs").status_code == 400
+
+
+def test_price_if_ended_for_the_session(database, card_path):
+    from esl_controller.db.models import Call
+    from esl_controller.observe.pricing import RateCardSource, price_if_ended
+
+    call_id = make_call(database, USAGE, trunk="carrier-a")
+    with database.connection_context():
+        assert price_if_ended(call_id, RateCardSource("")) is None
+        assert stored(database, call_id) == 0
+        report = price_if_ended(call_id, RateCardSource(str(card_path)))
+        assert str(report.total) == "0.386140"
+        again = price_if_ended(call_id, RateCardSource(str(card_path)))
+        assert again.total == report.total and again.rate_card_id == report.rate_card_id
+        assert Call.get_by_id(call_id).cost == 0.39
+    assert stored(database, call_id) == 6
