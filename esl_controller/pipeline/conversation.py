@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -313,6 +314,11 @@ class Conversation:
 
     def _say_first(self) -> None:
         cfg = self.config
+        if re.match(r"^https?://\S+$", cfg.first_message.strip()):
+            log.warning(
+                "call %s: audio-URL first messages are not supported; skipped", self.call_id
+            )
+            return
         turn = _Turn(self._next_id(), "first", cfg.first_message_interruptions_enabled)
         self._queue_or_start(turn, self.history.render(cfg.first_message))
 
