@@ -15,6 +15,7 @@ BLUEPRINT_MODULES = (
     "credentials",
     "webhook_endpoints",
     "files",
+    "structured_run",
     "structured_outputs",
     "call_control",
     "freeswitch_hooks",
