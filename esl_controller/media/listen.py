@@ -86,6 +86,7 @@ class Listener:
         self.call_id = call_id
         self.queue: Queue = Queue(maxsize=max(1, queue_frames))
         self.dropped_reason: str | None = None
+        self.close_code = CLOSE_SLOW[0]
         self.frames_sent = 0
         self.bytes_sent = 0
 
@@ -237,13 +238,21 @@ class ListenHub:
         if not tap.listeners:
             del self._taps[listener.call_id]
 
-    def _drop(self, tap: _Tap, listener: Listener, reason: str) -> None:
+    def _drop(self, tap: _Tap, listener: Listener, reason: str, code: int = CLOSE_SLOW[0]) -> None:
         if listener in tap.listeners:
             tap.listeners.remove(listener)
         listener.dropped_reason = reason
+        listener.close_code = code
         listener._end(flush=True)
         self.listeners_dropped += 1
         log.warning("call %s: listener dropped (%s)", listener.call_id, reason)
+
+    def drop_all(self, code: int = 1001, reason: str = "server stopping") -> None:
+        """Disconnect every listener of every call (the calls are not marked ended)."""
+        for call_id, tap in list(self._taps.items()):
+            for listener in tuple(tap.listeners):
+                self._drop(tap, listener, reason, code)
+            self._taps.pop(call_id, None)
 
 
 _default: ListenHub | None = None
@@ -414,7 +423,7 @@ class _ListenConnection:
                 continue
             if item is _END:
                 if listener.dropped_reason:
-                    self._finish(CLOSE_SLOW, None)
+                    self._finish((listener.close_code, listener.dropped_reason), None)
                 else:
                     self._finish(CLOSE_ENDED, json.dumps(END_MESSAGE))
                 return
@@ -515,6 +524,9 @@ class ListenServer:
         log.info("listen server on %s:%d", *self.address)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting; listeners are closed with 1001 (their handlers finish within ``timeout``)."""
+        self._server.close()
+        self.hub.drop_all()
         self._server.stop(timeout=timeout)
 
     def _handle(self, sock: socket.socket, address: Any) -> None:

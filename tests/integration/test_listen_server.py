@@ -273,3 +273,15 @@ def test_is_live_refuses_unknown_calls(hub):
         assert err.value.status == 404
     finally:
         srv.stop(timeout=2)
+
+
+def test_server_stop_closes_listeners_with_1001(hub):
+    srv = ListenServer("127.0.0.1", 0, hub)
+    srv.start()
+    c = Client(srv.address, path(hub))
+    assert json.loads(c.recv())["type"] == "start"
+    wait_listeners(hub, 1)
+    srv.stop(timeout=2)
+    assert c.recv() is None
+    assert (c.close_code, c.close_reason) == (1001, "server stopping")
+    assert not hub.ended(CALL)
