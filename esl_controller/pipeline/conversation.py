@@ -58,6 +58,7 @@ log = logging.getLogger("esl_controller.pipeline")
 
 APOLOGY = "I'm sorry, I'm having technical difficulties. Please call back later."
 BUILTIN_TOOLS = ("endCall", "transferCall", "dtmf")
+_END = object()
 ToolHandler = Callable[[str, dict[str, Any], str, Mapping[str, Any] | None], str]
 
 
@@ -132,6 +133,12 @@ class Conversation:
         )
         self._chunker = FrameChunker(self.rate)
         self._utterances: Queue = Queue(maxsize=8)
+        # streaming STT: one stream per utterance, fed as the caller speaks (partials can barge in)
+        self.streaming = stt is not None and callable(getattr(stt, "open_stream", None))
+        self._preroll: deque[bytes] = deque(maxlen=25)  # 0.5 s: covers the VAD's start and pre-roll
+        self._listen_q: Queue | None = None
+        self._listener: gevent.Greenlet | None = None
+        self.frames_dropped = 0
         self._current: _Turn | None = None
         self._greenlet: gevent.Greenlet | None = None
         self._pending: deque[tuple[str, Any]] = deque()
@@ -182,8 +189,15 @@ class Conversation:
         if self.stopped or self.customer_muted:
             return
         for frame in self._chunker.push(caller_pcm16):
-            for event in self.vad.process(frame):
+            events = self.vad.process(frame)
+            if self.streaming:
+                self._preroll.append(frame)
+                if self._listen_q is not None:
+                    self._listen_frame(frame)
+            for event in events:
                 if isinstance(event, SpeechStarted):
+                    if self.streaming:
+                        self._open_listener()
                     self._user_turns += 1
                     self._notify(
                         "speech",
@@ -230,6 +244,11 @@ class Conversation:
         now = self.clock()
         self._notify("speech", {"status": "stopped", "role": "user", "turn": self._user_turns - 1})
         self._apply(T.CallerStopped(now))
+        if self.streaming:
+            q, self._listen_q = self._listen_q, None
+            if q is not None:
+                q.put((_END, now, event.speech_seconds))  # room is kept for the marker
+            return
         try:
             self._utterances.put_nowait((event.audio, now, event.speech_seconds))
         except Full:
@@ -255,25 +274,90 @@ class Conversation:
                 log.exception("call %s: transcriber failed", self.call_id)
                 self._fail(ProviderError(str(exc), provider=self.stt.name, kind="stt"))
                 continue
-            final = self.clock()
             self._usage(result.usage)
-            text = result.text.strip()
-            if not text:
-                continue
-            self._notify(
-                "transcript", {"role": "user", "transcriptType": "final", "transcript": text}
-            )
-            timing = {"endOfSpeech": detected, "sttStart": started, "sttFinal": final}
-            for decision in self.turns.handle(T.CallerText(final, text)):
-                if isinstance(decision, T.Respond):
-                    self._notify(
-                        "message",
-                        self.history.add_user(text, max(0.0, detected - seconds), detected),
+            self._on_final(result.text, detected, seconds, started)
+
+    # ------------------------------------------------------------------ streaming STT
+
+    def _open_listener(self) -> None:
+        q: Queue = Queue(maxsize=int(32.0 / 0.02))  # the VAD cuts utterances at 30 s
+        for frame in self._preroll:
+            q.put_nowait(frame)
+        self._listen_q = q
+        self._listener = gevent.spawn(self._listen, q, self._listener)
+        self._greenlets.append(self._listener)
+        self._greenlets = [g for g in self._greenlets if not g.dead]
+
+    def _listen_frame(self, frame: bytes) -> None:
+        assert self._listen_q is not None
+        if self._listen_q.qsize() >= self._listen_q.maxsize - 1:  # keep room for the end marker
+            self.frames_dropped += 1
+            return
+        self._listen_q.put_nowait(frame)
+
+    def _listen(self, q: Queue, previous: gevent.Greenlet | None) -> None:
+        """One utterance through a streaming transcriber: push audio, report partials, then the final."""
+        assert self.stt is not None
+        stream = None
+        try:
+            stream = self.stt.open_stream(self.rate)
+            heard = ""
+            while not self.stopped:
+                try:
+                    item = q.get(timeout=1.0)
+                except Empty:
+                    continue
+                if isinstance(item, tuple):
+                    _, detected, seconds = item
+                    started = self.clock()
+                    result = stream.finish(timeout=self.timeouts.stt)
+                    if previous is not None:  # finals go out in utterance order
+                        previous.join(timeout=self.timeouts.stt)
+                    usage = getattr(result, "usage", None)
+                    if usage is None and callable(getattr(stream, "usage", None)):
+                        usage = stream.usage()
+                    self._usage(usage)
+                    self._on_final(
+                        result.text if result is not None else heard, detected, seconds, started
                     )
-                    turn = _Turn(self._next_id(), "reply", timing=dict(timing))
-                    self._start(turn)
-                else:
-                    self._execute(decision)
+                    return
+                stream.push(item)
+                for partial in stream.results(timeout=0):
+                    text = partial.text.strip()
+                    if text and text != heard:
+                        heard = text
+                        self._notify(
+                            "transcript",
+                            {"role": "user", "transcriptType": "partial", "transcript": text},
+                        )
+                        self._apply(T.CallerPartial(self.clock(), text))
+        except ProviderError as exc:
+            self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - a provider bug becomes a pipeline error
+            log.exception("call %s: streaming transcriber failed", self.call_id)
+            self._fail(ProviderError(str(exc), provider=self.stt.name, kind="stt"))
+        finally:
+            if stream is not None:
+                _close(stream)
+
+    def _on_final(self, text: str, detected: float, seconds: float, started: float) -> None:
+        """The caller's final transcript of one utterance: the turn-taking decides what follows."""
+        final = self.clock()
+        text = text.strip()
+        if not text or self.stopped:
+            return
+        self._notify("transcript", {"role": "user", "transcriptType": "final", "transcript": text})
+        timing = {"endOfSpeech": detected, "sttStart": started, "sttFinal": final}
+        for decision in self.turns.handle(T.CallerText(final, text)):
+            if isinstance(decision, T.Respond):
+                self._notify(
+                    "message",
+                    self.history.add_user(text, max(0.0, detected - seconds), detected),
+                )
+                turn = _Turn(self._next_id(), "reply", timing=dict(timing))
+                self._start(turn)
+            else:
+                self._execute(decision)
 
     # ------------------------------------------------------------------ decisions
 

@@ -39,6 +39,14 @@ class CallerVoiced:
 
 
 @dataclass(frozen=True)
+class CallerPartial:
+    """An interim transcript of the utterance in progress (streaming STT)."""
+
+    at: float
+    text: str
+
+
+@dataclass(frozen=True)
 class CallerStopped:
     at: float
 
@@ -84,6 +92,7 @@ class Tick:
 TurnEvent = (
     CallerStarted
     | CallerVoiced
+    | CallerPartial
     | CallerStopped
     | CallerText
     | AssistantBusy
@@ -204,6 +213,9 @@ class TurnTaker:
             self.caller_voiced = event.voiced
             self.last_activity = event.at
             return self._maybe_interrupt(event.at, "")
+        if isinstance(event, CallerPartial):
+            self.last_activity = event.at
+            return self._maybe_interrupt(event.at, event.text)
         if isinstance(event, CallerStopped):
             self.caller_speaking = False
             self.last_activity = event.at

@@ -12,6 +12,7 @@ from esl_controller.pipeline.conversation import APOLOGY, Conversation, Timeouts
 from esl_controller.pipeline.providers import registry
 from esl_controller.pipeline.providers.testing import (
     FakeModel,
+    FakeStreamingTranscriber,
     FakeSynthesizer,
     FakeTranscriber,
     RecordingPort,
@@ -64,12 +65,15 @@ def make(body, texts=(), *, speed=8.0, stt=None, llm=None, tts=None, **kw):
     return conv, port
 
 
-def say_into(conv, text, tail=0.6):
-    """Feed real speech for ``text`` then ``tail`` seconds of silence, in 20 ms frames (faster than real time)."""
+def say_into(conv, text, tail=0.6, yield_each=False):
+    """Feed real speech for ``text`` then ``tail`` seconds of silence, in 20 ms frames (faster than real
+    time); ``yield_each`` lets other greenlets (a streaming STT) run between frames, as a transport would."""
     pcm = speech(text, RATE) + silence(tail, RATE)
     step = 640
     for i in range(0, len(pcm), step):
         conv.feed(pcm[i : i + step], i / (2.0 * RATE))
+        if yield_each:
+            gevent.sleep(0)
     gevent.sleep(0)
 
 
@@ -472,3 +476,54 @@ def test_from_assistant_builds_embedded_providers(running):
     running(conv)
     port.wait_for("message", lambda m: m["role"] == "bot")
     assert port.texts == ["Hello Ann."]
+
+
+def test_streaming_transcriber_reply_and_partials(running):
+    stt = FakeStreamingTranscriber(["I would like a table please"])
+    conv, port = make(assistant(), stt=stt)
+    assert conv.streaming
+    running(conv)
+    say_into(conv, "Hello, I would like to book a table for two people tonight.")
+    port.wait_for("turn-timing")
+    assert port.texts == ["Sure Ann, for how many people?"]
+    partials = [t["transcript"] for t in port.of("transcript") if t["transcriptType"] == "partial"]
+    assert (
+        partials and partials[0] == "I" and "I would like a table please".startswith(partials[-1])
+    )
+    stream = stt.streams[0]
+    assert (
+        stream.closed and stream.pushed / (2.0 * RATE) > 3.0
+    )  # the whole utterance (with pre-roll) went in
+
+
+def test_streaming_partials_barge_in_before_the_caller_stops(running):
+    body = assistant(
+        firstMessageMode="assistant-speaks-first",
+        firstMessage=LONG_FIRST,
+        firstMessageInterruptionsEnabled=True,
+        stopSpeakingPlan={"numWords": 3},
+    )
+    stt = FakeStreamingTranscriber(["uh-huh", "hold on I want a table"], seconds_per_word=0.15)
+    conv, port = make(body, stt=stt, speed=1.0)
+    running(conv)
+    port.wait_played(lambda p: p.heard() >= 0.5)
+    say_into(conv, "Uh-huh.")
+    port.wait_for(
+        "transcript", lambda t: t["transcript"] == "uh-huh" and t["transcriptType"] == "final"
+    )
+    assert port.stops == []  # a backchannel does not interrupt
+    mark = len(port.notices)
+    say_into(conv, "Hold on, I want a table for two.", yield_each=True)
+    port.wait_for("interrupted", start=mark)
+    kinds = port.kinds()[mark:]
+    user_stops = [
+        i
+        for i, k in enumerate(kinds)
+        if k == "speech"
+        and port.notices[mark + i].data["role"] == "user"
+        and port.notices[mark + i].data["status"] == "stopped"
+    ]
+    assert (
+        kinds.index("interrupted") < user_stops[0]
+    )  # interrupted on a partial, while the caller spoke
+    port.wait_for("message", lambda m: m["role"] == "bot" and "how many" in m["message"])

@@ -8,6 +8,7 @@ from esl_controller.pipeline.turns import (
     AssistantBusy,
     AssistantDone,
     AssistantText,
+    CallerPartial,
     CallerStarted,
     CallerStopped,
     CallerText,
@@ -194,3 +195,18 @@ def test_sentence_chunker():
     assert short.push("Ok. ") == []  # too short to speak alone: joined with what follows
     assert short.push("Then we go. ") == ["Ok. Then we go."]
     assert c.flush() == []
+
+
+@pytest.mark.parametrize(
+    ("partial", "expected"),
+    [
+        ("uh-huh", []),
+        ("hold", []),
+        ("hold on", [Interrupt("interruption-phrase")]),
+        ("a b c", [Interrupt("words")]),
+    ],
+)
+def test_partials_interrupt_word_plans(partial, expected):
+    policy = TurnPolicy(stop_plan=StopSpeakingPlan(num_words=3), idle=NO_SILENCE)
+    out, _ = run(policy, [AssistantBusy(0), CallerStarted(1), CallerPartial(1.2, partial)])
+    assert out[2] == expected

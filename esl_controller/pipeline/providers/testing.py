@@ -99,6 +99,68 @@ class FakeTranscriber(_Knobs):
         return Transcript(text=text, usage=usage)
 
 
+class FakeStream:
+    """One utterance of :class:`FakeStreamingTranscriber`: a word of partial text per ``seconds_per_word`` of
+    audio pushed, the whole text at ``finish``."""
+
+    def __init__(self, owner: FakeStreamingTranscriber, text: str, sample_rate: int) -> None:
+        self.owner = owner
+        self.words = text.split()
+        self.rate = sample_rate
+        self.pushed = 0
+        self.reported = 0
+        self.closed = False
+
+    def push(self, pcm16: bytes) -> None:
+        self.pushed += len(pcm16)
+
+    def results(self, timeout: float) -> Iterator[Transcript]:
+        seconds = self.pushed / (2.0 * self.rate)
+        due = min(len(self.words), int(seconds / self.owner.seconds_per_word))
+        if due > self.reported:
+            self.reported = due
+            yield Transcript(" ".join(self.words[:due]), is_final=False)
+
+    def finish(self, timeout: float) -> Transcript | None:
+        self.owner._check(timeout)
+        _sleep(self.owner.delay)
+        seconds = self.pushed / (2.0 * self.rate)
+        usage = Usage(kind="stt", provider=self.owner.name, audio_seconds=seconds)
+        return Transcript(" ".join(self.words), usage=usage)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeStreamingTranscriber(_Knobs):
+    """A ``StreamingTranscriber``: each opened stream takes the next text (or ``default``)."""
+
+    kind = "stt"
+
+    def __init__(
+        self,
+        texts: Iterable[str] = (),
+        *,
+        default: str = "",
+        seconds_per_word: float = 0.3,
+        delay: float = 0.0,
+        name: str = "fake-stream-stt",
+        **knobs: Any,
+    ) -> None:
+        super().__init__(**knobs)
+        self.name = self.provider = name
+        self.texts: deque[str] = deque(texts)
+        self.default = default
+        self.seconds_per_word = seconds_per_word
+        self.delay = delay
+        self.streams: list[FakeStream] = []
+
+    def open_stream(self, sample_rate: int) -> FakeStream:
+        stream = FakeStream(self, self.texts.popleft() if self.texts else self.default, sample_rate)
+        self.streams.append(stream)
+        return stream
+
+
 class FakeModel(_Knobs):
     kind = "llm"
 
@@ -142,7 +204,9 @@ class FakeModel(_Knobs):
                     _sleep(self.token_delay)
                 yield TextDelta(word if i == 0 else " " + word)
         except BaseException as exc:
-            if not isinstance(exc, Exception):  # closed (GeneratorExit) or killed (GreenletExit) early
+            if not isinstance(
+                exc, Exception
+            ):  # closed (GeneratorExit) or killed (GreenletExit) early
                 self.abandoned += 1
             raise
         for index, (name, args) in enumerate(self.tool_calls):
