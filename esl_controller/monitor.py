@@ -89,11 +89,10 @@ def render(rows: Sequence[CallRow], now: datetime, width: int = 100) -> list[str
     for r in live:
         counts[r.status] = counts.get(r.status, 0) + 1
     by_status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    summary = (
-        f"esl-controller monitor  {now.strftime('%Y-%m-%d %H:%M:%S')}Z  {len(live)} live call(s)"
-    )
+    summary = f"{len(live)} live call(s)"
     if by_status:
         summary += f" ({by_status})"
+    summary += f"  {now.strftime('%Y-%m-%d %H:%M:%S')}Z  esl-controller monitor"
     width = max(width, 40)
     # fixed columns: type 9, status 11, duration 8, latency 9; id and assistant share what is left
     fixed = 9 + 11 + 8 + 9 + 5
@@ -211,6 +210,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(settings: Settings, args: argparse.Namespace) -> int:
     """``esl-controller monitor``: redraw until Ctrl-C (exit 0), or one snapshot with ``--once``."""
+    from peewee import DatabaseError
+
     from esl_controller import db
     from esl_controller.db.fields import utcnow
 
@@ -226,8 +227,15 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
             size = shutil.get_terminal_size((100, 24))
             width = args.width or size.columns
             now = utcnow()
-            with database.connection_context():
-                rows = snapshot(now, args.recent, args.limit)
+            try:
+                with database.connection_context():
+                    rows = snapshot(now, args.recent, args.limit)
+            except DatabaseError as exc:
+                print(
+                    f"monitor: cannot read calls ({exc}); is the database migrated?",
+                    file=sys.stderr,
+                )
+                return 1
             lines = render(rows, now, width)
             if args.once:
                 print("\n".join(lines))
