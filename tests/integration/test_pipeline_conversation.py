@@ -527,3 +527,21 @@ def test_streaming_partials_barge_in_before_the_caller_stops(running):
         kinds.index("interrupted") < user_stops[0]
     )  # interrupted on a partial, while the caller spoke
     port.wait_for("message", lambda m: m["role"] == "bot" and "how many" in m["message"])
+
+
+def test_real_streaming_sphinx_when_available(running):
+    try:
+        stt = registry.build_transcriber(
+            {"provider": "custom-transcriber", "model": "pocketsphinx-en-us"}
+        )
+    except (registry.UnknownProvider, ImportError) as exc:
+        pytest.skip(f"pocketsphinx not available: {exc}")
+    conv, port = make(assistant(), stt=stt)
+    assert conv.streaming
+    running(conv)
+    say_into(conv, "I would like to book a table for two people tonight.", yield_each=True)
+    port.wait_for(
+        "transcript", lambda t: t["role"] == "user" and t["transcriptType"] == "final", timeout=60
+    )
+    final = port.of("transcript")[-1]["transcript"].lower()
+    assert "table" in final or "two" in final or "people" in final, final
