@@ -545,3 +545,25 @@ def test_real_streaming_sphinx_when_available(running):
     )
     final = port.of("transcript")[-1]["transcript"].lower()
     assert "table" in final or "two" in final or "people" in final, final
+
+
+def test_eight_khz_call(running):
+    port = RecordingPort(8000, speed=8.0)
+    body = assistant()
+    conv = Conversation(
+        body,
+        port,
+        stt=FakeTranscriber(["a table please"]),
+        llm=registry.build_model(body["model"]),
+        tts=registry.build_synthesizer(None),
+        overrides={"variableValues": {"name": "Ann"}},
+    )
+    running(conv)
+    pcm = speech("Hello, I would like to book a table.", 8000) + silence(0.6, 8000)
+    for i in range(0, len(pcm), 320):
+        conv.feed(pcm[i : i + 320], i / 16000.0)
+    port.wait_for("turn-timing")
+    assert port.texts == ["Sure Ann, for how many people?"]
+    seconds = len(port.audio) / 16000.0
+    assert 1.0 < seconds < 4.0 and rms(port.audio) > 300  # 8 kHz speech, not 16 kHz bytes
+    assert 2.0 < conv.stt.audio_seconds[0] < 4.0
