@@ -121,9 +121,9 @@ def _apply_status(row: Call, action: PersistStatus) -> None:
         elif key == "destination":
             data["destination"] = _jsonable(value)
         elif key in ("hangup_cause", "billsec", "duration_seconds"):
-            fs[{"hangup_cause": "hangupCause", "duration_seconds": "durationSeconds"}.get(key, key)] = (
-                value
-            )
+            fs[
+                {"hangup_cause": "hangupCause", "duration_seconds": "durationSeconds"}.get(key, key)
+            ] = value
     if fs:
         data["freeswitch"] = fs
     row.data = data
@@ -134,6 +134,15 @@ def write_batch(
     call_id: str, statuses: Iterable[PersistStatus], events: Iterable[RecordEvent], at: datetime
 ) -> None:
     """One input's status changes and event records, in one transaction."""
+    write(call_id, statuses, [(e, at) for e in events])
+
+
+def write(
+    call_id: str,
+    statuses: Iterable[PersistStatus],
+    events: Iterable[tuple[RecordEvent, datetime]],
+) -> None:
+    """Status changes and ``(event, at)`` records (possibly of several inputs), in one transaction."""
     statuses, events = list(statuses), list(events)
     if not statuses and not events:
         return
@@ -157,7 +166,7 @@ def write_batch(
                         "level": e.level[:8],
                         "data": _jsonable(e.data),
                     }
-                    for e in events
+                    for e, at in events
                 ]
             ).execute()
 

@@ -106,6 +106,7 @@ from esl_controller.esl.protocol import ApiResult, DisconnectNotice, Event
 log = logging.getLogger("esl_controller.calls.session")
 
 QUEUE_SIZE = 2000
+MAX_PENDING_EVENTS = 200
 FORK_BUG = "esl_fork"
 _PIPELINE_ACTIONS = (
     Speak,
@@ -183,8 +184,12 @@ class CallSession:
         self.pipeline: Any = None
         self.fork_stream: Any = None
         self.timers = Timers(self._timer_fired)
-        self.counters: dict[str, int] = {"inputs": 0, "inputs_dropped": 0, "audio_in": 0,
-                                         "audio_dropped": 0}
+        self.counters: dict[str, int] = {
+            "inputs": 0,
+            "inputs_dropped": 0,
+            "audio_in": 0,
+            "audio_dropped": 0,
+        }
         self.audio_in: Queue = Queue(maxsize=max(1, deps.audio_queue_chunks))
         self._controls: dict[str, gevent.event.AsyncResult] = {}
         self._web_close: Callable[[], None] | None = None
@@ -193,6 +198,9 @@ class CallSession:
         self._ended_mono: float | None = None
         self._hangup_complete = False
         self._pipeline_tried = False
+        #: CallEvent records not written yet: flushed with the next status change, when the
+        #: queue runs empty, or every MAX_PENDING_EVENTS (a burst of DTMF is one transaction)
+        self._pending_events: list[tuple[RecordEvent, datetime]] = []
         #: the socket stopped answering commands: use the inbound connection from now on
         self._socket_stalled = False
         self._changed = gevent.event.Event()
@@ -226,6 +234,7 @@ class CallSession:
         that end at once); timers it would start are cancelled."""
         try:
             self._process(item)
+            self._flush()
         finally:
             self.timers.cancel_all()
 
@@ -273,14 +282,26 @@ class CallSession:
                     continue
                 try:
                     self._process(item)
+                    if self.queue.empty():
+                        self._flush()
                 except Exception:
-                    log.exception("call %s: processing %s failed", self.call_id, type(item).__name__)
+                    log.exception(
+                        "call %s: processing %s failed", self.call_id, type(item).__name__
+                    )
                 self._signal()
         finally:
             self._cleanup()
 
+    def _flush(self, statuses: list[PersistStatus] | None = None) -> None:
+        events, self._pending_events = self._pending_events, []
+        try:
+            persist.write(self.call_id, statuses or (), events)
+        except Exception:
+            log.exception("call %s: database write failed", self.call_id)
+
     def _cleanup(self) -> None:
         try:
+            self._flush()
             persist.release_connection()
         except Exception:
             log.exception("call %s: closing the database connection failed", self.call_id)
@@ -397,7 +418,9 @@ class CallSession:
             try:
                 return result.get(timeout=timeout)
             except gevent.Timeout:
-                raise TimeoutError(f"call {self.call_id}: control not handled in {timeout}s") from None
+                raise TimeoutError(
+                    f"call {self.call_id}: control not handled in {timeout}s"
+                ) from None
         finally:
             self._controls.pop(rid, None)
 
@@ -423,8 +446,11 @@ class CallSession:
                 self.feed(AssistantEndedCall(at=at, reason=reason, message=data.get("message")))
         elif kind in ("transfer", "dtmf"):
             body = (
-                {"type": "transfer", "destination": data.get("destination"),
-                 "content": data.get("message")}
+                {
+                    "type": "transfer",
+                    "destination": data.get("destination"),
+                    "content": data.get("message"),
+                }
                 if kind == "transfer"
                 else {"type": "dtmf", "digits": data.get("digits")}
             )
@@ -436,8 +462,13 @@ class CallSession:
                 return
             self.feed(ControlRequest(at=at, event_id=f"pipeline:{_uuid.uuid4()}", command=command))
         elif kind == "error" and data.get("fatal", True):
-            self.feed(PipelineError(at=at, kind=str(data.get("endedReason") or "pipeline-error-unknown"),
-                                    message=data.get("message")))
+            self.feed(
+                PipelineError(
+                    at=at,
+                    kind=str(data.get("endedReason") or "pipeline-error-unknown"),
+                    message=data.get("message"),
+                )
+            )
         elif kind == "message":
             self.feed(_Note("message", data))
         else:
@@ -470,16 +501,17 @@ class CallSession:
             self.deps.registry.bind_uuid(self, self.channel_uuid)
         statuses = [a for a in actions if isinstance(a, PersistStatus)]
         records = [a for a in actions if isinstance(a, RecordEvent)]
-        if statuses and self.state.billsec is not None and not any(
-            "billsec" in a.fields for a in statuses
+        if (
+            statuses
+            and self.state.billsec is not None
+            and not any("billsec" in a.fields for a in statuses)
         ):
             # the reducer's end-of-call PersistStatus carries no billsec when the ending event
             # itself is CHANNEL_HANGUP_COMPLETE: keep it anyway
             statuses.append(PersistStatus(self.state.status, {"billsec": self.state.billsec}))
-        try:
-            persist.write_batch(self.call_id, statuses, records, item.at)
-        except Exception:
-            log.exception("call %s: database write failed", self.call_id)
+        self._pending_events.extend((r, item.at) for r in records)
+        if statuses or len(self._pending_events) >= MAX_PENDING_EVENTS:
+            self._flush(statuses)
         for action in actions:
             if isinstance(action, (PersistStatus, RecordEvent)):
                 continue
@@ -489,7 +521,9 @@ class CallSession:
                 log.exception("call %s: action %s failed", self.call_id, type(action).__name__)
         if was_live and not self.is_live:
             log.info("call %s ended: %s", self.call_id, self.state.ended_reason)
-        elif self.is_live and not self._pipeline_tried and self.state.answered and not self.pipeline:
+        elif (
+            self.is_live and not self._pipeline_tried and self.state.answered and not self.pipeline
+        ):
             self._pipeline_tried = True
             self._maybe_build_pipeline()
 
@@ -563,7 +597,9 @@ class CallSession:
                 pass
             except EslCommandTimeout:
                 self._socket_stalled = True
-                log.warning("call %s: socket not answering; using the inbound connection", self.call_id)
+                log.warning(
+                    "call %s: socket not answering; using the inbound connection", self.call_id
+                )
         inbound = self.deps.inbound
         if inbound is not None and getattr(inbound.state, "value", "") == "connected":
             return inbound.api(cmd, timeout=self.deps.command_timeout)
@@ -626,8 +662,9 @@ class CallSession:
         url = self.deps.fork_url(self.call_id)
         meta = {"callId": self.call_id}
         self._uuid_api(
-            lambda u: cmds.audio_fork_start(u, url, mix="mono", rate="16k", bugname=FORK_BUG,
-                                            metadata=meta),
+            lambda u: cmds.audio_fork_start(
+                u, url, mix="mono", rate="16k", bugname=FORK_BUG, metadata=meta
+            ),
             "fork",
         )
 
@@ -660,7 +697,9 @@ class CallSession:
             self.feed(CommandFailed(at=utcnow(), what="originate", reply="no originate plan"))
             return
         if inbound is None:
-            self.feed(CommandFailed(at=utcnow(), what="originate", reply="FreeSWITCH not configured"))
+            self.feed(
+                CommandFailed(at=utcnow(), what="originate", reply="FreeSWITCH not configured")
+            )
             return
         try:
             line = cmds.originate(
@@ -689,7 +728,9 @@ class CallSession:
             self.feed(CommandFailed(at=utcnow(), what="originate", reply=str(exc)))
             return
         if result.ok:
-            self.feed(OriginateAccepted(at=utcnow(), channel_uuid=result.value or self.channel_uuid))
+            self.feed(
+                OriginateAccepted(at=utcnow(), channel_uuid=result.value or self.channel_uuid)
+            )
         else:
             cause = (result.value.split() or ["NORMAL_TEMPORARY_FAILURE"])[0]
             self.feed(OriginateFailed(at=utcnow(), cause=cause, message=result.text[:200]))
@@ -701,13 +742,15 @@ class CallSession:
             return
         command: Any
         if isinstance(action, Speak):
-            command = SayCommand(action.text, action.end_call_after, action.interruptions_enabled,
-                                 action.interrupt)
+            command = SayCommand(
+                action.text, action.end_call_after, action.interruptions_enabled, action.interrupt
+            )
         elif isinstance(action, AddMessage):
             command = AddMessageCommand(action.role, action.content, action.trigger_response)
         elif isinstance(action, Handoff):
-            command = HandoffCommand(action.assistant_id, action.assistant_name, action.assistant,
-                                     action.content)
+            command = HandoffCommand(
+                action.assistant_id, action.assistant_name, action.assistant, action.content
+            )
         else:
             name = {
                 "MuteAssistant": "mute-assistant",
