@@ -59,6 +59,7 @@ log = logging.getLogger("esl_controller.pipeline")
 APOLOGY = "I'm sorry, I'm having technical difficulties. Please call back later."
 BUILTIN_TOOLS = ("endCall", "transferCall", "dtmf")
 _END = object()
+MAX_PENDING = 16  # queued says / add-message replies waiting for the current turn
 ToolHandler = Callable[[str, dict[str, Any], str, Mapping[str, Any] | None], str]
 
 
@@ -408,6 +409,11 @@ class Conversation:
 
     def _queue_or_start(self, turn: _Turn, text: str | None) -> None:
         if self._current is not None:
+            if len(self._pending) >= MAX_PENDING:
+                dropped, _ = self._pending.popleft()
+                log.warning(
+                    "call %s: too many queued turns; dropped a %s", self.call_id, dropped.kind
+                )
             self._pending.append((turn, text))
         else:
             self._start(turn, text)
