@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = os.environ.get("ESL_TEST_CHROMIUM", "/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -106,7 +104,7 @@ def browser(tmp_path_factory, audio_wav):
         f"--user-data-dir={profile}",
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={audio_wav}",
+        f"--use-file-for-fake-audio-capture={audio_wav}%noloop",
     ]
     with sync_playwright() as pw:
         # launch_persistent_context is Playwright's way to pass a user data dir; one context per module
@@ -168,11 +166,3 @@ def page(browser, request):
     pg.on("console", on_console)
     yield pg
     pg.close()
-
-
-def shot(page, name: str, full_page: bool = True) -> Path:
-    """Save a screenshot under test-artifacts/screenshots/ (gitignored)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full_page)
-    return path

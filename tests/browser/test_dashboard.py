@@ -11,7 +11,7 @@ from datetime import timedelta
 import gevent
 import gevent.event
 import pytest
-from conftest import shot
+from browser_support import shot
 from gevent.pywsgi import WSGIServer
 
 from esl_controller.db.fields import utcnow
