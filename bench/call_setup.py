@@ -221,7 +221,9 @@ def run_sessions(args) -> int:
         f"setup latency p50 / p95:   {pct(setup, 50) * 1000:.1f} ms / {pct(setup, 95) * 1000:.1f} ms"
     )
     print(f"CPU per call set up:       {cpu_setup / args.calls * 1000:.1f} ms (peer + controller)")
-    print(f"reducer inputs/s:          {inputs / t_hold:.0f} (during hold; each one a DB write)")
+    print(
+        f"reducer inputs/s:          {inputs / t_hold:.0f} (during hold; each recorded as a CallEvent)"
+    )
     print(
         f"hangup -> all sessions done: {t_end:.2f} s (ended: {ended}); CallEvent rows: {n_events}"
     )

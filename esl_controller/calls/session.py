@@ -107,6 +107,8 @@ log = logging.getLogger("esl_controller.calls.session")
 
 QUEUE_SIZE = 2000
 MAX_PENDING_EVENTS = 200
+#: seconds CallEvent records may wait to be written together (status changes are written at once)
+EVENT_FLUSH_SECONDS = 1.0
 FORK_BUG = "esl_fork"
 _PIPELINE_ACTIONS = (
     Speak,
@@ -201,6 +203,8 @@ class CallSession:
         #: CallEvent records not written yet: flushed with the next status change, when the
         #: queue runs empty, or every MAX_PENDING_EVENTS (a burst of DTMF is one transaction)
         self._pending_events: list[tuple[RecordEvent, datetime]] = []
+        self._retry_statuses: list[PersistStatus] = []
+        self._last_flush = time.monotonic()
         #: the socket stopped answering commands: use the inbound connection from now on
         self._socket_stalled = False
         self._changed = gevent.event.Event()
@@ -268,6 +272,8 @@ class CallSession:
             persist.hold_connection()
             while True:
                 timeout = 30.0
+                if self._pending_events:
+                    timeout = max(0.0, self._last_flush + EVENT_FLUSH_SECONDS - time.monotonic())
                 if self.state.status == ENDED:
                     if self._ended_mono is None:
                         self._ended_mono = time.monotonic()
@@ -279,10 +285,13 @@ class CallSession:
                 try:
                     item = self.queue.get(timeout=timeout)
                 except Empty:
+                    if self._pending_events:
+                        self._flush()
                     continue
                 try:
                     self._process(item)
-                    if self.queue.empty():
+                    due = time.monotonic() - self._last_flush >= EVENT_FLUSH_SECONDS
+                    if self._pending_events and self.queue.empty() and due:
                         self._flush()
                 except Exception:
                     log.exception(
@@ -294,10 +303,17 @@ class CallSession:
 
     def _flush(self, statuses: list[PersistStatus] | None = None) -> None:
         events, self._pending_events = self._pending_events, []
+        statuses = self._retry_statuses + list(statuses or ())
+        self._retry_statuses = []
+        self._last_flush = time.monotonic()
         try:
-            persist.write(self.call_id, statuses or (), events)
-        except Exception:
-            log.exception("call %s: database write failed", self.call_id)
+            persist.write(self.call_id, statuses, events)
+        except Exception as exc:
+            self.counters["db_write_failures"] = self.counters.get("db_write_failures", 0) + 1
+            log.warning("call %s: database write failed (%s); will retry", self.call_id, exc)
+            # keep the records for the next flush (bounded), and the status change as a record
+            self._pending_events = (events + self._pending_events)[-QUEUE_SIZE:]
+            self._retry_statuses = statuses  # written with the next flush
 
     def _cleanup(self) -> None:
         try:
@@ -510,7 +526,7 @@ class CallSession:
             # itself is CHANNEL_HANGUP_COMPLETE: keep it anyway
             statuses.append(PersistStatus(self.state.status, {"billsec": self.state.billsec}))
         self._pending_events.extend((r, item.at) for r in records)
-        if statuses or len(self._pending_events) >= MAX_PENDING_EVENTS:
+        if statuses or self._retry_statuses or len(self._pending_events) >= MAX_PENDING_EVENTS:
             self._flush(statuses)
         for action in actions:
             if isinstance(action, (PersistStatus, RecordEvent)):

@@ -189,3 +189,30 @@ def test_shutdown_ends_live_calls(harness, database):
     assert row.status == "ended" and row.ended_reason == "worker-shutdown"
     assert leg.runner.gone.wait(WAIT)
     assert leg.runner.channel.hangup_cause == "SYSTEM_SHUTDOWN"
+
+
+def test_failed_database_write_is_retried(harness, database, monkeypatch):
+    from esl_controller.calls import persist
+
+    make_phone_number(database, "+15557654321")
+    real, failures = persist.write, []
+
+    def flaky(call_id, statuses, events):
+        statuses = list(statuses)
+        if any(s.status == "in-progress" for s in statuses) and not failures:
+            failures.append(call_id)
+            raise RuntimeError("database unavailable")
+        return real(call_id, statuses, events)
+
+    monkeypatch.setattr(persist, "write", flaky)
+    leg = harness.place_call(destination="15557654321")
+    session = harness.session_for_channel(leg.uuid)
+    harness.wait_status(session, "in-progress")
+    leg.hangup()
+    harness.wait_ended(session)
+    assert failures == [session.call_id]
+    assert session.counters["db_write_failures"] == 1
+    row = harness.row(session.call_id)
+    assert row.status == "ended" and row.started_at is not None
+    kinds = [e.kind for e in harness.events(session.call_id)]
+    assert kinds.count("channel.answer") == 1
