@@ -17,6 +17,9 @@ class ApiServices:
     supabase: SupabaseVerifier | None = None
     #: the controller's narrow call service (esl_controller.services), when the controller runs here
     calls: Any = None
+    #: webhook delivery settings (``DeliverySettings``) and the call-message emitter, when built by ``serve``
+    webhook_delivery: Any = None
+    emitter: Any = None
     #: named readiness checks added by other parts: name -> callable returning (ok, detail)
     readiness: dict[str, Any] = field(default_factory=dict)
 

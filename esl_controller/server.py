@@ -81,11 +81,18 @@ def serve(settings: Settings, ready: Event | None = None, stop: Event | None = N
         controller.stop()
         return 1
     controller.install(app.extensions["esl_controller"])
+    from esl_controller.webhooks.service import build_webhook_service
+
+    webhooks = build_webhook_service(settings, app.extensions["esl_controller"].secret_box)
+    app.extensions["esl_controller"].webhook_delivery = webhooks.settings
+    app.extensions["esl_controller"].emitter = webhooks.emitter
+    webhooks.start()
     try:
         listener = make_listener(settings.http.host, settings.http.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.http.host, settings.http.port, exc)
         controller.stop()
+        webhooks.stop()
         return 1
     server = NoDelayWSGIServer(listener, app, log=_QuietLog(), error_log=_QuietLog())
     server.start()
@@ -105,6 +112,7 @@ def serve(settings: Settings, ready: Event | None = None, stop: Event | None = N
     stop.wait()
     log.info("shutting down")
     controller.stop()
+    webhooks.stop()
     server.stop(timeout=5)
     db.close()
     sys.stdout.flush()
