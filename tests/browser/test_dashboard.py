@@ -293,3 +293,60 @@ def test_analytics_and_slo_charts(page, served, seeded):
     gevent.sleep(0)  # let pending renders land before the screenshot (no timing is asserted)
     shot(page, "09-analytics-slo")
     assert page.errors == []
+
+
+def test_live_listen_plays_the_call_audio(page, served):
+    """A live call with ``monitor.listenUrl`` on the real listen server: the page connects with the
+    per-call token, receives the call's stereo PCM as it is published, and notices the end of the call."""
+    from audio_fixtures import speech
+
+    from esl_controller.db import database
+    from esl_controller.db.models import Call
+    from esl_controller.media.listen import ListenHub, ListenServer
+
+    hub = ListenHub()
+    server = ListenServer("127.0.0.1", 0, hub)
+    server.start()
+    try:
+        now = utcnow()
+        with database.connection_context():
+            call = Call.create(
+                org_id=served.settings.org_id,
+                type="inboundPhoneCall",
+                status="in-progress",
+                created_at=now,
+                updated_at=now,
+                started_at=now,
+                data={"monitor": {"listenUrl": ""}},
+            )
+            host, port = server.address
+            call.data = {"monitor": {"listenUrl": hub.listen_url(f"ws://{host}:{port}", call.id)}}
+            call.save()
+        sign_in(page, served)
+        page.locator("#calls-table").wait_for()
+        page.goto(f"{served.url}/dashboard/#/calls/{call.id}")
+        page.get_by_role("button", name="Listen").click()
+        page.get_by_text("Listening…").wait_for()
+        caller = speech("Hello, I would like to book a table for two people tonight.", 8000)
+        frame = 320  # 20 ms at 8 kHz
+        sent = 0
+        for i in range(0, len(caller) - frame + 1, frame):
+            sent += hub.publish(call.id, caller[i : i + frame], None, 8000)
+            gevent.sleep(0.02)  # the media clock: one frame per 20 ms, as a live call publishes
+        assert sent > 50  # the page was listening while the frames went out
+        # 16 kHz, 2 channels: 1280 bytes per 20 ms frame (the 8 -> 16 kHz resampler's first frame is a
+        # few samples short, so one frame of slack)
+        page.wait_for_function(
+            "n => Number(document.getElementById('listen').dataset.bytes) >= n",
+            arg=(sent - 1) * 1280,
+        )
+        assert (
+            page.get_by_role("button", name="Stop listening").get_attribute("aria-pressed")
+            == "true"
+        )
+        shot(page, "05b-call-live-listen")
+        hub.close_call(call.id)
+        page.get_by_text("The call ended.").wait_for()
+        assert page.errors == []
+    finally:
+        server.stop()

@@ -100,7 +100,7 @@ export async function callPage(main, callId) {
 
   function renderListen() {
     const url = call.monitor && call.monitor.listenUrl;
-    const box = h("div", h("h3", "Live listen"));
+    const box = h("div#listen", { "data-bytes": "0" }, h("h3", "Live listen"));
     if (!url) {
       box.append(notAvailable("Live listen"));
       return box;
@@ -112,7 +112,7 @@ export async function callPage(main, callId) {
         listen.stop();
         return;
       }
-      listen = await startListen(url, status, () => {
+      listen = await startListen(url, status, box, () => {
         listen = null;
         button.textContent = "Listen";
         button.setAttribute("aria-pressed", "false");
@@ -350,7 +350,7 @@ function describe(it) {
 }
 
 /** Live listen: the listen WebSocket streams PCM16 LE, 16 kHz, 2 channels; played with a jitter buffer. */
-async function startListen(url, status, onStop) {
+async function startListen(url, status, box, onStop) {
   let ctx;
   try {
     ctx = new AudioContext();
@@ -375,13 +375,26 @@ async function startListen(url, status, onStop) {
     ctx.close();
     onStop();
   };
+  let bytes = 0;
   ws.onopen = () => (status.textContent = "Listening…");
   ws.onmessage = (ev) => {
-    if (ev.data instanceof ArrayBuffer) player.push(ev.data);
+    if (ev.data instanceof ArrayBuffer) {
+      player.push(ev.data);
+      bytes += ev.data.byteLength;
+      box.dataset.bytes = String(bytes);
+    } else {
+      let msg = {};
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        /* not JSON: ignored */
+      }
+      if (msg.type === "call-ended") status.textContent = "The call ended.";
+    }
   };
   ws.onerror = () => (status.textContent = "Live listen connection failed.");
   ws.onclose = () => {
-    if (!stopped) status.textContent = "Live listen ended.";
+    if (!stopped && !status.textContent.startsWith("The call ended")) status.textContent = "Live listen ended.";
     stop();
   };
   return { stop };
