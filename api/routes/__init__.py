@@ -23,6 +23,8 @@ BLUEPRINT_MODULES = (
     "logs",
     "observe",
     "pcap",
+    "recordings",
+    "dashboard",
 )
 
 
