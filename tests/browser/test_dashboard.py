@@ -150,6 +150,13 @@ def test_call_page_shows_timeline_and_transcript(page, served, seeded):
     page.get_by_role("heading", name="Cost breakdown").wait_for()
     # the call has ended: no controls, but the recording and pcap buttons are there
     assert "no live control" in page.locator("main").inner_text()
+    # a stereo recording on disk where the recorder puts it: fetched with the bearer, played from a blob
+    write_stereo_wav(served, seeded["ended"])
+    page.get_by_role("button", name="Load stereo recording").click()
+    audio = page.locator("audio")
+    audio.wait_for()
+    assert audio.get_attribute("src").startswith("blob:")
+    page.wait_for_function("() => document.querySelector('audio').duration > 1")
     page.get_by_role("button", name="Download pcap").click()
     page.get_by_text("A packet capture of this call: not available on this server.").wait_for()
     shot(page, "04-call-ended")
@@ -164,6 +171,25 @@ def test_call_page_shows_timeline_and_transcript(page, served, seeded):
     page.get_by_text(re.compile("call controller is not running")).wait_for()
     shot(page, "05-call-live")
     assert page.errors == []
+
+
+def write_stereo_wav(served, call_id: str) -> None:
+    """Caller speech on the left, silence on the right, where the recorder writes it."""
+    import wave
+
+    from audio_fixtures import speech
+
+    mono = speech("Hello, I would like to book a table for two people tonight.", 16000)
+    frames = bytearray()
+    for i in range(0, len(mono), 2):
+        frames += mono[i : i + 2] + b"\x00\x00"
+    path = served.settings.data_path / "recordings" / f"{call_id}.stereo.wav"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(bytes(frames))
 
 
 class Receiver:
