@@ -146,10 +146,11 @@ def run_sessions(args) -> int:
         },
         "calls": {"max_duration_seconds": args.hold + 300, "end_grace_seconds": 2.0},
     }
+    over["database"] = {"max_connections": 50}
     if args.database_url:
-        over["database"] = {"url": args.database_url}
+        over["database"]["url"] = args.database_url
     settings = load_settings(None, environ={}, overrides=over)
-    database = db.connect(settings.database_url, max_connections=50)
+    database = db.connect(settings.database_url, settings.database.max_connections)
     with database.connection_context():
         db.migrate()
         a = Assistant.create(org_id=settings.org_id, name="bench", data={"name": "bench"})

@@ -64,6 +64,12 @@ class Controller:
             audio_queue_chunks=self.settings.calls.audio_queue_chunks,
             pipeline_factory=self.pipeline_factory,
         )
+        from esl_controller.calls import persist
+        from esl_controller.db.connect import is_postgres
+
+        if is_postgres():
+            # leave a quarter of the pool to the API and the webhook workers
+            persist.limit_writers(max(1, self.settings.database.max_connections * 3 // 4))
         service = CallService(self.settings, self.registry, deps)
         self.service = service
         if fs.enabled:

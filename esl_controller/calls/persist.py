@@ -30,18 +30,40 @@ _COLUMNS = ("started_at", "ended_at", "ended_reason", "channel_uuid")
 _MAX_REASON = 128
 
 
+#: PostgreSQL: greenlets that may hold a pooled connection for call writes at once. Kept below the
+#: pool size so a burst of writers queues here instead of failing with MaxConnectionsExceeded.
+_writers: Any = None
+WRITER_WAIT_SECONDS = 30.0
+
+
+def limit_writers(count: int) -> None:
+    """Allow at most ``count`` concurrent connections for call writes (the controller sets this
+    from ``database.max_connections``)."""
+    global _writers
+    from gevent.lock import BoundedSemaphore
+
+    _writers = BoundedSemaphore(max(1, count))
+
+
 @contextmanager
 def transaction():
     """A connection (opened if needed) and a transaction around the block."""
     opened = database.is_closed()
-    if opened:
-        database.connect()
+    gate = _writers if opened else None
+    if gate is not None and not gate.acquire(timeout=WRITER_WAIT_SECONDS):
+        raise TimeoutError(f"no database connection for call writes in {WRITER_WAIT_SECONDS}s")
     try:
-        with database.atomic():
-            yield
+        if opened:
+            database.connect()
+        try:
+            with database.atomic():
+                yield
+        finally:
+            if opened and not database.in_transaction():
+                database.close()
     finally:
-        if opened and not database.in_transaction():
-            database.close()
+        if gate is not None:
+            gate.release()
 
 
 def hold_connection() -> None:
