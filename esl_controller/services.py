@@ -106,7 +106,8 @@ class CallService:
     def _require_freeswitch(self) -> None:
         if not self.settings.freeswitch.enabled or self.inbound is None:
             raise CallServiceError(
-                503, "FreeSWITCH is not configured (freeswitch.enabled is false): phone calls need it"
+                503,
+                "FreeSWITCH is not configured (freeswitch.enabled is false): phone calls need it",
             )
         ok, detail = self.freeswitch_state()
         if not ok:
@@ -130,7 +131,9 @@ class CallService:
     def _wire(self, row: Call) -> dict[str, Any]:
         return call_to_wire(row)
 
-    def _assistant(self, body: Mapping[str, Any], phone: PhoneNumber | None) -> tuple[str | None, dict | None]:
+    def _assistant(
+        self, body: Mapping[str, Any], phone: PhoneNumber | None
+    ) -> tuple[str | None, dict | None]:
         assistant_id, inline = body.get("assistantId"), body.get("assistant")
         if assistant_id is not None:
             if not isinstance(assistant_id, str) or not _UUID.match(assistant_id):
@@ -144,7 +147,9 @@ class CallService:
                 raise CallServiceError(400, "assistant must be an object")
             return None, dict(inline)
         if body.get("squadId") or body.get("squad"):
-            raise CallServiceError(400, "squads are not supported yet: give assistantId or assistant")
+            raise CallServiceError(
+                400, "squads are not supported yet: give assistantId or assistant"
+            )
         if phone is not None and phone.assistant_id:
             row = Assistant.get_or_none(Assistant.id == phone.assistant_id)
             return phone.assistant_id, dict(row.data or {}) if row else None
@@ -194,7 +199,9 @@ class CallService:
             try:
                 cmds.validate_number(caller)
             except cmds.CommandError:
-                raise CallServiceError(400, f"phone number {phone.id} has an unusable number") from None
+                raise CallServiceError(
+                    400, f"phone number {phone.id} has an unusable number"
+                ) from None
             variables["origination_caller_id_number"] = caller
         timeout = int(self.settings.calls.ring_timeout_seconds)
         try:
@@ -205,7 +212,9 @@ class CallService:
                 return OriginatePlan(dial, variables, timeout, None)
             if not isinstance(number, str) or not number:
                 raise CallServiceError(400, "customer.number or customer.sipUri is required")
-            if customer.get("numberE164CheckEnabled", True) is not False and not _E164.match(number):
+            if customer.get("numberE164CheckEnabled", True) is not False and not _E164.match(
+                number
+            ):
                 raise CallServiceError(
                     400, f"customer.number must be E.164 (like +15551230001), got {number!r}"
                 )
@@ -219,7 +228,9 @@ class CallService:
                     "go through the number's BYO SIP trunk",
                 )
             gateway = gateway_name(phone.credential_id)
-            return OriginatePlan(cmds.gateway_dialstring(gateway, number), variables, timeout, gateway)
+            return OriginatePlan(
+                cmds.gateway_dialstring(gateway, number), variables, timeout, gateway
+            )
         except cmds.CommandError as exc:
             raise CallServiceError(400, f"customer: {exc}") from None
 
@@ -273,7 +284,9 @@ class CallService:
                 data=data,
             )
         )
-        state = new_call(call_id, "outbound", channel_uuid=channel_uuid, config=self._config(assistant))
+        state = new_call(
+            call_id, "outbound", channel_uuid=channel_uuid, config=self._config(assistant)
+        )
         session = CallSession(state, self.deps, plan=plan)
         self.registry.add(session)
         session.start()
@@ -285,7 +298,7 @@ class CallService:
         assistant_id, assistant = self._assistant(body, None)
         call_id = str(_uuid.uuid4())
         public = self.settings.public_url
-        ws = "ws" + public[len("http"):] if public.startswith("http") else public
+        ws = "ws" + public[len("http") :] if public.startswith("http") else public
         data: dict[str, Any] = {
             "webCallUrl": f"{public}/call/{call_id}/web",
             "transport": {
@@ -345,7 +358,9 @@ class CallService:
         try:
             outcome = session.control(command, timeout=self.settings.calls.control_timeout)
         except TimeoutError:
-            raise CallServiceError(503, f"call {call_id} did not take the control in time") from None
+            raise CallServiceError(
+                503, f"call {call_id} did not take the control in time"
+            ) from None
         if outcome is None:
             raise CallServiceError(400, f"call {call_id} has ended")
         if not isinstance(outcome, ControlAccepted):
@@ -464,7 +479,9 @@ class CallService:
         if phone is None:
             self.registry.count("inbound_rejected_unknown_number")
             cause = self.settings.freeswitch.unknown_number_cause
-            log.info("inbound call %s to unknown number %s: rejected (%s)", uuid, candidates[:1], cause)
+            log.info(
+                "inbound call %s to unknown number %s: rejected (%s)", uuid, candidates[:1], cause
+            )
             call.hangup(cause)
             return
         caller = data.get("Caller-Caller-ID-Number") or data.get("Channel-Caller-ID-Number") or ""
@@ -481,7 +498,9 @@ class CallService:
     def _wait(self, session: CallSession) -> None:
         limit = (session.state.config.max_duration_seconds or 3600.0) + 600.0
         if not session.wait(limit):
-            log.error("call %s: session still running after %.0fs; stopping it", session.call_id, limit)
+            log.error(
+                "call %s: session still running after %.0fs; stopping it", session.call_id, limit
+            )
             session.kill()
 
     def hook_inbound(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -499,8 +518,11 @@ class CallService:
         phone = routing.find_phone_number(dialed)
         if phone is None:
             self.registry.count("inbound_rejected_unknown_number")
-            return {"action": "hangup", "cause": self.settings.freeswitch.unknown_number_cause,
-                    "message": f"no phone number matches {dialed[0]}"}
+            return {
+                "action": "hangup",
+                "cause": self.settings.freeswitch.unknown_number_cause,
+                "message": f"no phone number matches {dialed[0]}",
+            }
         session, row = self._start_inbound(phone, channel_uuid, caller, dialed[0])
         gevent.spawn(self._resolve_and_go, session, row, phone, bool(body.get("answered")))
         return {"action": "park", "callId": row.id, "call": self._wire(row)}

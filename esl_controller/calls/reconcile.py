@@ -43,7 +43,9 @@ _DIRECTIONS = {"inboundPhoneCall": "inbound", "outboundPhoneCall": "outbound", "
 
 def state_from_row(row: Any, config: CallConfig) -> CallState:
     direction = _DIRECTIONS.get(row.type, "web")
-    state = new_call(row.id, direction, at=row.created_at, channel_uuid=row.channel_uuid, config=config)
+    state = new_call(
+        row.id, direction, at=row.created_at, channel_uuid=row.channel_uuid, config=config
+    )
     status = row.status if row.status in STATUS_ORDER else RINGING
     return replace(
         state,
@@ -92,8 +94,13 @@ def reconcile(settings: Settings, registry: Registry, deps: SessionDeps) -> dict
             log.info("call %s: re-attached to channel %s", row.id, state.channel_uuid)
             continue
         # Processed inline: the session never runs its loop, so nothing lingers.
-        session.process_now(ReconcileNotFound(at=now) if exists is False else RuntimeRestarted(at=now))
+        session.process_now(
+            ReconcileNotFound(at=now) if exists is False else RuntimeRestarted(at=now)
+        )
         counts["gone" if exists is False else "ended"] += 1
-        log.info("call %s: ended at restart (%s)", row.id, "channel gone" if exists is False else
-                 "FreeSWITCH could not confirm it")
+        log.info(
+            "call %s: ended at restart (%s)",
+            row.id,
+            "channel gone" if exists is False else "FreeSWITCH could not confirm it",
+        )
     return counts

@@ -170,7 +170,9 @@ class Registry:
         changed, self._changed = self._changed, gevent.event.Event()
         changed.set()
 
-    def wait_for(self, find: Callable[[], CallSession | None], timeout: float) -> CallSession | None:
+    def wait_for(
+        self, find: Callable[[], CallSession | None], timeout: float
+    ) -> CallSession | None:
         """Wait (bounded) until ``find()`` returns a session (tests, tools)."""
         with gevent.Timeout(timeout, False):
             while True:
