@@ -143,6 +143,21 @@ def test_switch_unreachable_and_disabled(tmp_path, settings, database, capsys, r
     rc, lines, _ = doctor(capsys, cfg, "--only", "esl")
     assert rc == 1 and lines["esl.connect"][0] == "FAIL"
 
+    # a listener that accepts but never greets: the check gives up after its timeout
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        cfg = write_config(tmp_path, settings, port=silent.getsockname()[1])
+        from esl_controller.cli import main
+
+        rc = main(["doctor", "--config", str(cfg), "--only", "esl", "--timeout", "0.5"])
+        out = capsys.readouterr().out
+        assert rc == 1
+        assert "FAIL  esl.auth" in out and "no auth/request" in out
+    finally:
+        silent.close()
+
     cfg = write_config(tmp_path, settings, enabled=False)
     rc, lines, _ = doctor(capsys, cfg, "--only", "esl", "--only", "ports")
     assert rc == 0
