@@ -527,6 +527,8 @@ def _log_line(at: datetime, level: str, call_id: str | None, kind: str, message:
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    from peewee import fn
+
     from esl_controller import db
     from esl_controller.db.fields import utcnow
     from esl_controller.db.models import Call, CallEvent, WebhookAttempt, WebhookJob
@@ -592,21 +594,23 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
         bound = max((b for b in (after, since) if b is not None), default=None)
         if bound is not None:
             q = q.where(WebhookAttempt.created_at >= bound)
-        if kind and not kind.startswith("webhook."):
-            return []
+        if kind:
+            prefix = kind[:-1] if kind.endswith("*") else None
+            if prefix is not None and "webhook.".startswith(prefix):
+                pass  # every attempt matches
+            elif prefix is not None and prefix.startswith("webhook."):
+                q = q.where(WebhookJob.message_type.startswith(prefix[len("webhook.") :]))
+            elif prefix is None and kind.startswith("webhook."):
+                q = q.where(WebhookJob.message_type == kind[len("webhook.") :])
+            else:
+                return []
+        if min_rank > LOG_LEVELS.index("INFO"):  # only failed attempts are ERROR lines
+            code = WebhookAttempt.status_code
+            q = q.where(code.is_null(True) | (code < 200) | (code >= 300))
         q = q.order_by(WebhookAttempt.created_at.desc())
         if newest is not None:
             q = q.limit(newest)
-        out = []
-        for a in q:
-            ok = a.status_code is not None and 200 <= a.status_code < 300
-            k = f"webhook.{a.job.message_type}"
-            if a.id in seen or _level_rank("INFO" if ok else "ERROR") < min_rank:
-                continue
-            if kind and not (k.startswith(kind[:-1]) if kind.endswith("*") else k == kind):
-                continue
-            out.append(a)
-        return out[::-1]
+        return [a for a in q if a.id not in seen][::-1]
 
     def line_of_event(e: Any) -> tuple[datetime, str]:
         return e.at, _log_line(e.at, e.level, e.call_id, e.kind, _event_message(e.data, e.kind))
@@ -629,10 +633,17 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
         last_id = top.id if top is not None else 0
         lines = [line_of_event(e) for e in events(0, last_id, args.lines)] if args.lines else []
         if args.webhooks:
-            found = attempts(None, seen, None)
+            found = attempts(None, seen, args.lines) if args.lines else []
             seen.update(a.id for a in found)
             newest_attempt = max((a.created_at for a in found), default=None)
-            lines += [line_of_attempt(a) for a in found[-args.lines :]] if args.lines else []
+            if newest_attempt is None:  # nothing shown: follow from the newest stored attempt on
+                newest_attempt = WebhookAttempt.select(fn.MAX(WebhookAttempt.created_at)).scalar()
+                if newest_attempt is not None:
+                    at_newest = WebhookAttempt.created_at == newest_attempt
+                    seen.update(
+                        a.id for a in WebhookAttempt.select(WebhookAttempt.id).where(at_newest)
+                    )
+            lines += [line_of_attempt(a) for a in found]
     lines.sort(key=lambda t: t[0])
     for _at, text in lines[-args.lines :] if args.lines else []:
         print(text)
