@@ -25,11 +25,41 @@ timer belongs to the pipeline, which feeds :class:`SilenceTimeout`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from esl_controller.calls import ended_reason as er
+from esl_controller.calls.actions import (  # noqa: F401 - re-exported: the reducer's public names
+    Action,
+    AddMessage,
+    Answer,
+    BreakPlayback,
+    CancelTimer,
+    ControlAccepted,
+    EmitStatusUpdate,
+    Handoff,
+    Hangup,
+    Hold,
+    MuteAssistant,
+    MuteCustomer,
+    Originate,
+    PersistStatus,
+    QueuedItem,
+    RecordEvent,
+    Rejected,
+    SayFirstMessage,
+    ScheduleTimer,
+    SealArtifacts,
+    SendDtmf,
+    Speak,
+    StartFork,
+    StopFork,
+    Transfer,
+    Unhold,
+    UnmuteAssistant,
+    UnmuteCustomer,
+)
 from esl_controller.calls.control import (
     AddMessageCommand,
     ChannelControlCommand,
@@ -40,6 +70,41 @@ from esl_controller.calls.control import (
     SayCommand,
     TransferCommand,
     command_name,
+)
+from esl_controller.calls.inputs import (  # noqa: F401 - re-exported
+    AssistantEndedCall,
+    CallCreated,
+    CallInput,
+    CallSetupFailed,
+    ChannelAnswer,
+    ChannelBridge,
+    ChannelCreate,
+    ChannelExecuteComplete,
+    ChannelHangup,
+    ChannelHangupComplete,
+    ChannelProgress,
+    ChannelProgressMedia,
+    CommandFailed,
+    CommandTimeout,
+    ControlRequest,
+    Dtmf,
+    ForkClosed,
+    ForkConnected,
+    ForkError,
+    MaxDurationElapsed,
+    OriginateAccepted,
+    OriginateFailed,
+    PipelineError,
+    PipelineReady,
+    ReconcileFound,
+    ReconcileNotFound,
+    RingTimeout,
+    RuntimeRestarted,
+    RuntimeShutdown,
+    SilenceTimeout,
+    SocketDisconnected,
+    TransferCompleted,
+    WebClientConnected,
 )
 
 QUEUED, RINGING, IN_PROGRESS, FORWARDING, ENDED = (
@@ -69,207 +134,6 @@ class CallConfig:
     transfer_timeout_seconds: float = 60.0
     #: phone calls: start mod_audio_fork when answered
     start_fork: bool = True
-
-
-# -- actions (what the session does) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    """uuid_answer the channel."""
-
-
-@dataclass(frozen=True)
-class Originate:
-    """Place the outbound leg (bgapi originate with origination_uuid); the session builds it."""
-
-
-@dataclass(frozen=True)
-class StartFork:
-    """uuid_audio_fork start towards our fork WebSocket server."""
-
-
-@dataclass(frozen=True)
-class StopFork:
-    pass
-
-
-@dataclass(frozen=True)
-class Hangup:
-    """Phone calls: uuid_kill with ``cause``. Web calls: close the client transport."""
-
-    cause: str = "NORMAL_CLEARING"
-
-
-@dataclass(frozen=True)
-class BreakPlayback:
-    pass
-
-
-@dataclass(frozen=True)
-class Speak:
-    text: str
-    end_call_after: bool = False
-    interruptions_enabled: bool = True
-    #: replace current speech (the session breaks playback first)
-    interrupt: bool = False
-
-
-@dataclass(frozen=True)
-class AddMessage:
-    role: str
-    content: str
-    trigger_response: bool = True
-
-
-@dataclass(frozen=True)
-class SayFirstMessage:
-    pass
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """``mode`` "blind": uuid_transfer to bridge the number through the gateway; "refer": deflect."""
-
-    destination: str
-    mode: str
-    extension: str | None = None
-    #: spoken before transferring, when given
-    announcement: str | None = None
-
-
-@dataclass(frozen=True)
-class Handoff:
-    assistant_id: str | None = None
-    assistant_name: str | None = None
-    assistant: Mapping[str, Any] | None = field(default=None, hash=False)
-    content: str | None = None
-
-
-@dataclass(frozen=True)
-class SendDtmf:
-    digits: str
-
-
-@dataclass(frozen=True)
-class MuteAssistant:
-    pass
-
-
-@dataclass(frozen=True)
-class UnmuteAssistant:
-    pass
-
-
-@dataclass(frozen=True)
-class MuteCustomer:
-    pass
-
-
-@dataclass(frozen=True)
-class UnmuteCustomer:
-    pass
-
-
-@dataclass(frozen=True)
-class Hold:
-    pass
-
-
-@dataclass(frozen=True)
-class Unhold:
-    pass
-
-
-@dataclass(frozen=True)
-class PersistStatus:
-    """Write the Call row. ``fields`` keys: started_at, ended_at, ended_reason, ended_message,
-    hangup_cause, duration_seconds, channel_uuid, destination, billsec (only those given)."""
-
-    status: str
-    fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True)
-class EmitStatusUpdate:
-    """Queue a Vapi ``status-update`` server message."""
-
-    status: str
-    ended_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class RecordEvent:
-    """Append a CallEvent. ``source``: esl | api | pipeline | runtime."""
-
-    kind: str
-    data: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    source: str = "runtime"
-    level: str = "INFO"
-
-
-@dataclass(frozen=True)
-class ScheduleTimer:
-    """(Re)start the named timer."""
-
-    name: str
-    seconds: float
-
-
-@dataclass(frozen=True)
-class CancelTimer:
-    name: str
-
-
-@dataclass(frozen=True)
-class SealArtifacts:
-    """Close recordings, transcript and logs; queue the end-of-call report."""
-
-
-@dataclass(frozen=True)
-class ControlAccepted:
-    command: ControlCommand
-    #: held in ``CallState.queued`` until the pipeline is ready
-    queued: bool = False
-    duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class Rejected:
-    command: ControlCommand
-    message: str
-    status_code: int = 409
-
-
-Action = (
-    Answer
-    | Originate
-    | StartFork
-    | StopFork
-    | Hangup
-    | BreakPlayback
-    | Speak
-    | AddMessage
-    | SayFirstMessage
-    | Transfer
-    | Handoff
-    | SendDtmf
-    | MuteAssistant
-    | UnmuteAssistant
-    | MuteCustomer
-    | UnmuteCustomer
-    | Hold
-    | Unhold
-    | PersistStatus
-    | EmitStatusUpdate
-    | RecordEvent
-    | ScheduleTimer
-    | CancelTimer
-    | SealArtifacts
-    | ControlAccepted
-    | Rejected
-)
-QueuedItem = Speak | AddMessage | SayFirstMessage
 
 
 # -- state -----------------------------------------------------------------------------------------
@@ -344,211 +208,6 @@ def new_call(
         channel_uuid=channel_uuid,
         created_at=at,
     )
-
-
-# -- inputs ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class CallInput:
-    KIND: ClassVar[str] = "input"
-    SOURCE: ClassVar[str] = "runtime"
-    at: datetime
-    #: Event-UUID, Core-UUID:Event-Sequence, a control request id...: repeated ids are ignored
-    event_id: str | None = None
-
-
-def _input(kind: str, source: str) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        cls.KIND, cls.SOURCE = kind, source
-        return dataclass(frozen=True, kw_only=True)(cls)
-
-    return wrap
-
-
-@_input("call.created", "runtime")
-class CallCreated(CallInput):
-    """First input of every call: outbound calls originate, web calls wait for their client."""
-
-
-@_input("channel.create", "esl")
-class ChannelCreate(CallInput):
-    channel_uuid: str | None = None
-    #: Answer-State was already "answered" (answered in the dialplan): no Answer action
-    already_answered: bool = False
-
-
-@_input("channel.progress", "esl")
-class ChannelProgress(CallInput):
-    pass
-
-
-@_input("channel.progress_media", "esl")
-class ChannelProgressMedia(CallInput):
-    pass
-
-
-@_input("channel.answer", "esl")
-class ChannelAnswer(CallInput):
-    pass
-
-
-@_input("channel.bridge", "esl")
-class ChannelBridge(CallInput):
-    other_uuid: str | None = None
-
-
-@_input("channel.hangup", "esl")
-class ChannelHangup(CallInput):
-    #: Hangup-Cause name (or a Q.850 number)
-    cause: str | None = None
-    sip_code: int | None = None
-    #: variable_sip_hangup_disposition: recv_bye, send_bye, recv_cancel, send_refuse...
-    disposition: str | None = None
-
-
-@_input("channel.hangup_complete", "esl")
-class ChannelHangupComplete(ChannelHangup):
-    billsec: int | None = None
-    duration: int | None = None
-
-
-@_input("channel.execute_complete", "esl")
-class ChannelExecuteComplete(CallInput):
-    application: str
-    response: str | None = None
-
-
-@_input("dtmf", "esl")
-class Dtmf(CallInput):
-    digit: str
-
-
-@_input("fork.connected", "esl")
-class ForkConnected(CallInput):
-    pass
-
-
-@_input("fork.closed", "esl")
-class ForkClosed(CallInput):
-    reason: str | None = None
-
-
-@_input("fork.error", "esl")
-class ForkError(CallInput):
-    message: str = ""
-
-
-@_input("web.connected", "runtime")
-class WebClientConnected(CallInput):
-    """The web call's client joined its transport: the web call's answer."""
-
-
-@_input("originate.accepted", "esl")
-class OriginateAccepted(CallInput):
-    channel_uuid: str | None = None
-    #: +OK from an originate with ignore_early_media=true means the leg answered
-    answered: bool = True
-
-
-@_input("originate.failed", "esl")
-class OriginateFailed(CallInput):
-    cause: str | None = None
-    sip_code: int | None = None
-    message: str | None = None
-
-
-@_input("socket.disconnected", "esl")
-class SocketDisconnected(CallInput):
-    """The call's socket closed: ESL outbound socket (``notice``: FreeSWITCH sent its disconnect
-    notice, i.e. the channel went down) or the web call's transport."""
-
-    notice: bool = True
-
-
-@_input("control", "api")
-class ControlRequest(CallInput):
-    command: ControlCommand
-
-
-@_input("timer.max-duration", "runtime")
-class MaxDurationElapsed(CallInput):
-    pass
-
-
-@_input("timer.ring", "runtime")
-class RingTimeout(CallInput):
-    pass
-
-
-@_input("timer.silence", "pipeline")
-class SilenceTimeout(CallInput):
-    pass
-
-
-@_input("timer.command", "runtime")
-class CommandTimeout(CallInput):
-    #: the timer name: answer, hangup, fork, transfer, originate...
-    what: str
-
-
-@_input("command.failed", "esl")
-class CommandFailed(CallInput):
-    """An ESL command we sent for an action answered -ERR (``what`` as in CommandTimeout)."""
-
-    what: str
-    reply: str = ""
-
-
-@_input("pipeline.ready", "pipeline")
-class PipelineReady(CallInput):
-    pass
-
-
-@_input("pipeline.error", "pipeline")
-class PipelineError(CallInput):
-    #: the endedReason, e.g. pipeline-error-openai-llm-failed
-    kind: str
-    message: str | None = None
-
-
-@_input("assistant.ended-call", "pipeline")
-class AssistantEndedCall(CallInput):
-    reason: str = er.ASSISTANT_ENDED_CALL
-    message: str | None = None
-
-
-@_input("transfer.completed", "esl")
-class TransferCompleted(CallInput):
-    pass
-
-
-@_input("call.setup-failed", "runtime")
-class CallSetupFailed(CallInput):
-    #: endedReason, e.g. assistant-request-failed
-    reason: str
-    message: str | None = None
-    cause: str = "CALL_REJECTED"
-
-
-@_input("runtime.shutdown", "runtime")
-class RuntimeShutdown(CallInput):
-    pass
-
-
-@_input("runtime.restarted", "runtime")
-class RuntimeRestarted(CallInput):
-    """Found live after a restart and cannot be re-attached."""
-
-
-@_input("reconcile.not-found", "runtime")
-class ReconcileNotFound(CallInput):
-    pass
-
-
-@_input("reconcile.found", "runtime")
-class ReconcileFound(CallInput):
-    pass
 
 
 _ASSISTANT_REASONS = frozenset(
