@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, RootModel, field_validator, model_validator
 
 from api.schemas.common import Name, Open, Response, Strict
+from api.wire import find_nul  # noqa: F401 - shared with the routes that import it from here
 from esl_controller.security.secrets_box import hint
 
 #: model, voice and transcriber vendors whose credential is an API key (``apiKey`` required)
@@ -350,26 +351,6 @@ def patch_merge(
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def find_nul(value: Any, path: str = "body") -> str | None:
-    """The path of the first string (key or value) holding a NUL character, which PostgreSQL cannot store."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path != "body" else str(key)
-            if "\x00" in str(key):
-                return where
-            found = find_nul(item, where)
-            if found:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = find_nul(item, f"{path}.{index}")
-            if found:
-                return found
-    return None
 
 
 def drop_nulls(body: dict[str, Any]) -> dict[str, Any]:
