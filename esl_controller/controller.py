@@ -39,6 +39,9 @@ class Controller:
         *,
         pipeline_factory: Callable[[Any], Any] | None = None,
         start_fork_server: bool = True,
+        emitter: Any = None,
+        capture: Any = None,
+        secret_box: Any = None,
     ) -> None:
         self.settings = settings
         self.registry = Registry()
@@ -48,6 +51,12 @@ class Controller:
         self.pipeline_factory = pipeline_factory
         self.start_fork_server = start_fork_server
         self.service: CallService | None = None
+        #: the webhook Emitter for server messages of live calls (None: none are queued)
+        self.emitter = emitter
+        #: the capture manager (``capture.manager.CaptureManager``); built at start when None
+        self.capture = capture
+        self.secret_box = secret_box
+        self.lifecycle: Any = None
         self.reconciled = gevent.event.Event()
         self._reconciler: gevent.Greenlet | None = None
 
@@ -70,12 +79,33 @@ class Controller:
         if is_postgres():
             # leave a quarter of the pool to the API and the webhook workers
             persist.limit_writers(max(1, self.settings.database.max_connections * 3 // 4))
+        deps.lifecycle = self._start_lifecycle()
         service = CallService(self.settings, self.registry, deps)
         self.service = service
         if fs.enabled:
             self._start_freeswitch(service, deps)
         self._reconciler = gevent.spawn(self._reconcile)
         return service
+
+    def _start_lifecycle(self) -> Any:
+        from esl_controller.calls.lifecycle import CallLifecycle
+
+        if self.capture is None:
+            from esl_controller.capture.manager import CaptureManager
+
+            # cheap until a call is captured (settings.capture.enabled or artifactPlan.pcapEnabled)
+            self.capture = CaptureManager(self.settings.pcap_dir, self.settings.capture)
+        box = self.secret_box or getattr(self.emitter, "box", None)
+        factory = None
+        if box is not None:
+            from esl_controller.observe.structured import credentialed_model_factory
+
+            factory = credentialed_model_factory(box)
+        self.lifecycle = CallLifecycle(
+            self.settings, self.emitter, capture=self.capture, model_factory=factory
+        )
+        self.lifecycle.start()
+        return self.lifecycle
 
     def _start_freeswitch(self, service: CallService, deps: SessionDeps) -> None:
         from esl_controller.esl.inbound import DEFAULT_EVENTS, InboundConnection, InboundSettings
@@ -142,6 +172,8 @@ class Controller:
         if self._reconciler is not None:
             self._reconciler.kill(block=False)
         self.registry.shutdown(timeout)
+        if self.lifecycle is not None:
+            self.lifecycle.stop(timeout)
         if self.outbound is not None:
             self.outbound.stop(timeout)
         if self.fork_server is not None:
@@ -160,5 +192,8 @@ class Controller:
     def install(self, services: Any) -> None:
         """Wire into the API's ``ApiServices`` (``app.extensions["esl_controller"]``)."""
         services.calls = self.service
+        services.capture = self.capture
+        if self.lifecycle is not None and not self.lifecycle.emitting and services.emitter:
+            self.lifecycle.set_emitter(services.emitter)
         if self.settings.freeswitch.enabled:
             services.readiness["freeswitch"] = self.readiness

@@ -72,8 +72,13 @@ def serve(settings: Settings, ready: Event | None = None, stop: Event | None = N
         key = bootstrap_key(settings)
     app = create_app(settings)
     from esl_controller.controller import Controller
+    from esl_controller.webhooks.service import build_webhook_service
 
-    controller = Controller(settings)
+    box = app.extensions["esl_controller"].secret_box
+    webhooks = build_webhook_service(settings, box)
+    app.extensions["esl_controller"].webhook_delivery = webhooks.settings
+    app.extensions["esl_controller"].emitter = webhooks.emitter
+    controller = Controller(settings, emitter=webhooks.emitter, secret_box=box)
     try:
         controller.start()
     except OSError as exc:
@@ -81,11 +86,6 @@ def serve(settings: Settings, ready: Event | None = None, stop: Event | None = N
         controller.stop()
         return 1
     controller.install(app.extensions["esl_controller"])
-    from esl_controller.webhooks.service import build_webhook_service
-
-    webhooks = build_webhook_service(settings, app.extensions["esl_controller"].secret_box)
-    app.extensions["esl_controller"].webhook_delivery = webhooks.settings
-    app.extensions["esl_controller"].emitter = webhooks.emitter
     webhooks.start()
     try:
         listener = make_listener(settings.http.host, settings.http.port)

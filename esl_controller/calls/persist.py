@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from peewee import fn
 
@@ -28,6 +28,43 @@ log = logging.getLogger("esl_controller.calls.persist")
 #: PersistStatus.fields that are Call columns; the rest go into Call.data
 _COLUMNS = ("started_at", "ended_at", "ended_reason", "channel_uuid")
 _MAX_REASON = 128
+
+
+class StatusListener(Protocol):
+    """Told of every Call status change INSIDE the transaction that writes it (the webhook outbox:
+    ``status_changed`` queues its jobs in that transaction; it must not raise), and told once the
+    write committed (``committed``: e.g. wake the deliverer)."""
+
+    def status_changed(self, call: Call, previous: str | None) -> None: ...
+
+    def committed(self) -> None: ...
+
+
+_listeners: list[StatusListener] = []
+
+
+def add_status_listener(listener: StatusListener) -> None:
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def remove_status_listener(listener: StatusListener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def _status_changed(call: Call, previous: str | None) -> bool:
+    for listener in list(_listeners):
+        listener.status_changed(call, previous)
+    return bool(_listeners)
+
+
+def _committed() -> None:
+    for listener in list(_listeners):
+        try:
+            listener.committed()
+        except Exception:
+            log.exception("status listener failed after commit")
 
 
 #: PostgreSQL: greenlets that may hold a pooled connection for call writes at once. Kept below the
@@ -101,7 +138,7 @@ def create_call(call: NewCall) -> Call:
     """Write the Call row (its own transaction unless one is open)."""
     now = utcnow()
     with transaction():
-        return Call.create(
+        row = Call.create(
             id=call.id,
             org_id=call.org_id,
             created_at=now,
@@ -116,6 +153,10 @@ def create_call(call: NewCall) -> Call:
             node_id=call.node_id,
             data=call.data,
         )
+        changed = _status_changed(row, None)
+    if changed:
+        _committed()
+    return row
 
 
 def _jsonable(value: Any) -> Any:
@@ -168,6 +209,7 @@ def write(
     statuses, events = list(statuses), list(events)
     if not statuses and not events:
         return
+    changed = False
     with transaction():
         if statuses:
             row = Call.get_or_none(Call.id == call_id)
@@ -175,7 +217,10 @@ def write(
                 log.warning("call %s: row gone, status %s not stored", call_id, statuses[-1].status)
             else:
                 for action in statuses:
+                    before = row.status
                     _apply_status(row, action)
+                    if row.status != before:
+                        changed = _status_changed(row, before) or changed
                 row.save()
         if events:
             CallEvent.insert_many(
@@ -191,6 +236,8 @@ def write(
                     for e, at in events
                 ]
             ).execute()
+    if changed:
+        _committed()
 
 
 def record(call_id: str, kind: str, data: Mapping[str, Any], source: str = "runtime") -> None:

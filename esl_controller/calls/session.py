@@ -144,6 +144,8 @@ class SessionDeps:
     audio_queue_chunks: int = 100
     #: builds a pipeline for an answered call (the voice pipeline's factory), or None
     pipeline_factory: Callable[[CallSession], Any] | None = None
+    #: the after-call side (``calls.lifecycle.CallLifecycle``): notes, capture, end of call
+    lifecycle: Any = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ class CallSession:
         self._ended_mono: float | None = None
         self._hangup_complete = False
         self._pipeline_tried = False
+        self._answered_seen = False
         #: CallEvent records not written yet: flushed with the next status change, when the
         #: queue runs empty, or every MAX_PENDING_EVENTS (a burst of DTMF is one transaction)
         self._pending_events: list[tuple[RecordEvent, datetime]] = []
@@ -335,6 +338,8 @@ class CallSession:
         if pipeline is not None:
             gevent.spawn(_stop_pipeline, pipeline, self.call_id)
         self.done.set()
+        if self.deps.lifecycle is not None:  # capture stop, pricing, outputs, the report
+            self._safe(self.deps.lifecycle.on_finished, self)
 
     # ------------------------------------------------------------------ attach points
     def attach_socket(self, call: Any) -> None:
@@ -502,7 +507,9 @@ class CallSession:
 
     def _process(self, item: CallInput | _Note) -> None:
         if isinstance(item, _Note):
-            if item.kind == "message":
+            if self.deps.lifecycle is not None:  # stored and its server messages queued
+                self.deps.lifecycle.on_note(self.call_id, item.kind, item.data)
+            elif item.kind == "message":
                 persist.add_message(self.call_id, item.data)
             else:
                 persist.record(self.call_id, item.kind[:64], item.data, source="pipeline")
@@ -542,6 +549,9 @@ class CallSession:
         ):
             self._pipeline_tried = True
             self._maybe_build_pipeline()
+        if self.state.answered and not self._answered_seen and self.deps.lifecycle is not None:
+            self._answered_seen = True
+            self._safe(self.deps.lifecycle.on_answered, self)
 
     def _maybe_build_pipeline(self) -> None:
         factory = self.deps.pipeline_factory
