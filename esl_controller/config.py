@@ -243,6 +243,24 @@ class WebhooksSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class MediaSettings:
+    """The voice pipeline on live calls and the media WebSocket servers."""
+
+    #: build the voice pipeline (embedded offline providers by default) for every answered call
+    pipeline_enabled: bool = True
+    #: web-call transport (``/call/<id>/ws?token=``)
+    webcall_host: str = "127.0.0.1"
+    webcall_port: int = 8086
+    #: live listen (``/call/<id>/listen?token=``)
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8087
+    #: the ws:// or wss:// base clients use for both (behind a proxy); empty: each server's address
+    public_ws_url: str = ""
+    #: load the embedded whisper model at start (in the background)
+    warm_stt: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     #: directory for the SQLite database, files, recordings, captures and the secret key
     data_dir: str = "./var"
@@ -259,6 +277,7 @@ class Settings:
     calls: CallsSettings = dataclasses.field(default_factory=CallsSettings)
     observe: ObserveSettings = dataclasses.field(default_factory=ObserveSettings)
     webhooks: WebhooksSettings = dataclasses.field(default_factory=WebhooksSettings)
+    media: MediaSettings = dataclasses.field(default_factory=MediaSettings)
     #: per-call SIP/RTP capture (extra ``pcap``); files in :attr:`pcap_dir`
     capture: CaptureSettings = dataclasses.field(default_factory=CaptureSettings)
 

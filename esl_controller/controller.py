@@ -23,6 +23,7 @@ import gevent
 import gevent.event
 
 from esl_controller.calls import reconcile
+from esl_controller.calls.media import PLAY_AUDIO, on_play_audio_event
 from esl_controller.calls.registry import CHANNEL_EVENTS, FORK_SUBCLASSES, Registry
 from esl_controller.calls.session import SessionDeps
 from esl_controller.config import Settings
@@ -31,13 +32,16 @@ from esl_controller.services import CallService
 
 log = logging.getLogger("esl_controller.controller")
 
+#: ``Controller(pipeline_factory=...)`` default: the voice pipeline when ``media.pipeline_enabled``
+DEFAULT_PIPELINE: Any = object()
+
 
 class Controller:
     def __init__(
         self,
         settings: Settings,
         *,
-        pipeline_factory: Callable[[Any], Any] | None = None,
+        pipeline_factory: Callable[[Any], Any] | None = DEFAULT_PIPELINE,
         start_fork_server: bool = True,
         emitter: Any = None,
         capture: Any = None,
@@ -59,10 +63,15 @@ class Controller:
         self.lifecycle: Any = None
         self.reconciled = gevent.event.Event()
         self._reconciler: gevent.Greenlet | None = None
+        self.webcall_server: Any = None
+        self.listen_server: Any = None
+        self.web_bridge: Any = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> CallService:
         fs = self.settings.freeswitch
+        if self.pipeline_factory is DEFAULT_PIPELINE:
+            self.pipeline_factory = self._default_pipeline()
         deps = SessionDeps(
             registry=self.registry,
             command_timeout=fs.command_timeout,
@@ -84,6 +93,7 @@ class Controller:
         self.service = service
         if fs.enabled:
             self._start_freeswitch(service, deps)
+        self._start_media(service)
         self._reconciler = gevent.spawn(self._reconcile)
         return service
 
@@ -120,11 +130,13 @@ class Controller:
                 password=fs.password,
                 command_timeout=fs.command_timeout,
                 events=events,
-                subclasses=FORK_SUBCLASSES,
+                subclasses=(*FORK_SUBCLASSES, PLAY_AUDIO),
             )
         )
         for key in (*CHANNEL_EVENTS, *FORK_SUBCLASSES):
             self.inbound.add_handler(key, self.registry.route_event)
+        registry = self.registry
+        self.inbound.add_handler(PLAY_AUDIO, lambda ev: on_play_audio_event(registry, ev))
         deps.inbound = self.inbound
         self.outbound = OutboundServer(
             fs.outbound_host,
@@ -156,6 +168,64 @@ class Controller:
         deps.fork_url = fork_url
         service.fork_enabled = True
 
+    def _default_pipeline(self) -> Callable[[Any], Any] | None:
+        from esl_controller.calls.media import WebCallBridge
+        from esl_controller.calls.pipeline_factory import PipelineFactory
+        from esl_controller.media.listen import default_hub
+        from esl_controller.security.secrets_box import SecretBox, load_or_create_key
+
+        self.web_bridge = WebCallBridge(self.registry)
+        if not self.settings.media.pipeline_enabled:
+            return None
+        try:
+            key = load_or_create_key(self.settings.secrets.key, self.settings.secret_key_path)
+            box: Any = SecretBox(key)
+        except Exception as exc:  # noqa: BLE001 - calls still work with embedded providers
+            log.warning("secret key unavailable (%s): stored credentials not used", exc)
+            box = None
+        return PipelineFactory(self.settings, box=box, web=self.web_bridge, hub=default_hub())
+
+    def _start_media(self, service: CallService) -> None:
+        """The web-call and live-listen WebSocket servers (a port in use is logged, not fatal),
+        and the embedded STT model loaded in the background."""
+        from esl_controller.media.listen import ListenServer
+        from esl_controller.media.webcall import WebCallServer
+
+        media = self.settings.media
+        if self.web_bridge is None:
+            from esl_controller.calls.media import WebCallBridge
+
+            self.web_bridge = WebCallBridge(self.registry)
+        factory = self.pipeline_factory
+        if factory is not None and getattr(factory, "web", False) is None:
+            factory.web = self.web_bridge
+
+        def is_live(call_id: str) -> bool:
+            session = self.registry.get(call_id)
+            return session is not None and session.is_live
+
+        for name, build in (
+            ("webcall", lambda: WebCallServer(
+                media.webcall_host, media.webcall_port, self.web_bridge.on_connect
+            )),
+            ("listen", lambda: ListenServer(media.listen_host, media.listen_port, is_live=is_live)),
+        ):  # fmt: skip
+            try:
+                server = build()
+                server.start()
+            except OSError as exc:
+                log.error("cannot start the %s server: %s", name, exc)
+                continue
+            host, port = server.address
+            host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            base = media.public_ws_url.rstrip("/") or f"ws://{host}:{port}"
+            if name == "webcall":
+                self.webcall_server, service.web_ws_base = server, base
+            else:
+                self.listen_server, service.listen_ws_base = server, base
+        if media.warm_stt and self.pipeline_factory is not None:
+            gevent.spawn(_warm_stt)
+
     def _reconcile(self) -> None:
         try:
             if self.inbound is not None:
@@ -178,6 +248,9 @@ class Controller:
             self.outbound.stop(timeout)
         if self.fork_server is not None:
             self.fork_server.stop(timeout)
+        for server in (self.webcall_server, self.listen_server):
+            if server is not None:
+                server.stop(timeout)
         if self.inbound is not None:
             self.inbound.stop(timeout)
 
@@ -197,3 +270,13 @@ class Controller:
             self.lifecycle.set_emitter(services.emitter)
         if self.settings.freeswitch.enabled:
             services.readiness["freeswitch"] = self.readiness
+
+
+def _warm_stt() -> None:
+    """Load the embedded whisper model now so the first call does not wait for it."""
+    try:
+        from esl_controller.pipeline.workers import PoolConfig, shared_pool
+
+        shared_pool(PoolConfig(engine="whisper"))
+    except Exception as exc:  # noqa: BLE001 - the first call will report it
+        log.warning("embedded speech-to-text not warmed: %s", exc)

@@ -89,6 +89,9 @@ class CallService:
         self.registry = registry
         self.deps = deps
         self.fork_enabled = fork_enabled
+        #: ws:// bases of the web-call and live-listen servers (set by the controller once bound)
+        self.web_ws_base: str | None = None
+        self.listen_ws_base: str | None = None
         self._idempotent: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
 
     # ------------------------------------------------------------------ helpers
@@ -126,7 +129,12 @@ class CallService:
         )
 
     def _monitor(self, call_id: str) -> dict[str, str]:
-        return {"controlUrl": f"{self.settings.public_url}/call/{call_id}/control"}
+        out = {"controlUrl": f"{self.settings.public_url}/call/{call_id}/control"}
+        if self.listen_ws_base:
+            from esl_controller.media.listen import listen_url
+
+            out["listenUrl"] = listen_url(self.listen_ws_base, call_id)
+        return out
 
     def _wire(self, row: Call) -> dict[str, Any]:
         return call_to_wire(row)
@@ -297,13 +305,19 @@ class CallService:
     def create_web_call(self, body: Mapping[str, Any]) -> dict[str, Any]:
         assistant_id, assistant = self._assistant(body, None)
         call_id = str(_uuid.uuid4())
+        from esl_controller.calls.media import call_token
+
         public = self.settings.public_url
-        ws = "ws" + public[len("http") :] if public.startswith("http") else public
+        ws = self.web_ws_base
+        if not ws:
+            m = self.settings.media
+            ws = m.public_ws_url.rstrip("/") or f"ws://{m.webcall_host}:{m.webcall_port}"
+        token = call_token(call_id)
         data: dict[str, Any] = {
-            "webCallUrl": f"{public}/call/{call_id}/web",
+            "webCallUrl": f"{public}/call/{call_id}/web?token={token}",
             "transport": {
                 "provider": "vapi.websocket",
-                "websocketCallUrl": f"{ws}/call/{call_id}/transport",
+                "websocketCallUrl": f"{ws}/call/{call_id}/ws?token={token}",
             },
             "monitor": self._monitor(call_id),
         }

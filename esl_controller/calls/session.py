@@ -647,6 +647,11 @@ class CallSession:
             return False
         return True
 
+    def channel_api(self, build: Callable[[str], str], what: str) -> bool:
+        """Send ``build(channel_uuid)`` (the media port's uuid_broadcast / uuid_break); trouble
+        comes back to the reducer as an input. False when it was not sent or failed."""
+        return self._uuid_api(build, what)
+
     def _uuid_api(self, build: Callable[[str], str], what: str) -> bool:
         if not self.channel_uuid:
             self.feed(CommandFailed(at=utcnow(), what=what, reply="no channel"))

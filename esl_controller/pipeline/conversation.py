@@ -108,6 +108,7 @@ class Conversation:
         vad_confidence: ConfidenceFn | None = None,
         tool_handler: ToolHandler | None = None,
         timeouts: Timeouts | None = None,
+        tool_runner: Any = None,
     ) -> None:
         if not isinstance(assistant, AssistantConfig):
             assistant = AssistantConfig.from_dict(assistant, overrides)
@@ -120,6 +121,8 @@ class Conversation:
         self.clock = clock or (lambda: time.monotonic() - t0)
         self.timeouts = timeouts or Timeouts()
         self.tool_handler = tool_handler
+        #: a ``pipeline.tools.runner.ToolRunner``: when set it defines and runs every tool, built-ins included
+        self.tool_runner = tool_runner
         variables = {**builtin_variables(), **dict(assistant.variables)}
         self.history = History(time.time() * 1000.0 if epoch_ms is None else epoch_ms, variables)
         for message in assistant.messages:
@@ -634,6 +637,8 @@ class Conversation:
     # ------------------------------------------------------------------ tools
 
     def _tool_defs(self) -> list[dict[str, Any]]:
+        if self.tool_runner is not None:
+            return list(self.tool_runner.openai_tools())
         out = []
         for tool in self.config.tools:
             kind = tool.get("type")
@@ -672,6 +677,8 @@ class Conversation:
             for c in calls
         ]
         self._notify("message", self.history.add_tool_calls(openai_calls, "", now))
+        if self.tool_runner is not None:
+            return self._run_with_runner(turn, calls)
         again = False
         for call in calls:
             name = call["name"]
@@ -703,6 +710,39 @@ class Conversation:
             self._notify(
                 "message", self.history.add_tool_result(call["id"], name, str(result), self.clock())
             )
+        return again
+
+    def _run_with_runner(self, turn: _Turn, calls: list[dict[str, str]]) -> bool:
+        """Tool calls through the ToolRunner: its spoken messages, results, hints and side effects."""
+
+        def speak(message: Any) -> None:
+            self._speak(turn, self.history.render(message.content))
+            if message.blocking:
+                self._wait_played()
+
+        again = False
+        for c in calls:
+            out = self.tool_runner.run(
+                {"id": c["id"], "name": c["name"], "arguments": c["arguments"]},
+                speak=speak,
+                variables=self.history.variables,
+            )
+            self._notify(
+                "message",
+                self.history.add_tool_result(c["id"], c["name"], out.content, self.clock()),
+            )
+            for hint in out.system_messages:
+                self._notify("message", self.history.add_system(hint, self.clock()))
+            if out.notices:
+                self._wait_played()
+            for n in out.notices:
+                if n.kind == "end-call":
+                    reason = str(n.data.get("reason") or "assistant-ended-call")
+                    turn.end_after = reason
+                    self.turns.mark_end_after(reason)
+                else:  # transfer / dtmf / handoff (a transfer's message was said by the runner)
+                    self._notify(n.kind, dict(n.data))
+            again = again or out.ask_model
         return again
 
     def _transfer(self, turn: _Turn, args: dict[str, Any], tool: Mapping[str, Any] | None) -> str:

@@ -1,0 +1,322 @@
+"""Builds the voice pipeline of an answered call (I/O: reads the database, opens files).
+
+``PipelineFactory(settings, box=..., web=...)`` is the controller's ``SessionDeps.pipeline_factory``:
+called once per answered call with its ``CallSession``, it returns a ``calls.media.MediaPipeline``
+(the ``Conversation`` with its port, recorder and live-listen tap) or None.
+
+* the assistant: ``call.data.assistant`` (inline), else the Assistant row; ``assistantOverrides``
+  (and their ``variableValues``) from ``call.data``;
+* providers: ``model`` / ``voice`` / ``transcriber`` blocks with their credentials attached
+  (Credential rows opened with the SecretBox) and built with their fallbacks; embedded offline
+  providers when a block is absent (scripted model, espeak-ng, whisper tiny.en);
+* tools: the toolset of the assistant's model block run by a ``ToolRunner``;
+* the port: the web-call client's ``WebCallPort`` for web calls, else a ``ForkMediaPort``;
+* recording (``artifactPlan.recordingEnabled``, default true): ``<data_dir>/recordings/<id>.mono.wav``
+  and ``.stereo.wav``, Artifact rows, ``artifact.recordingUrl`` / ``stereoRecordingUrl``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from esl_controller.calls.media import (
+    PLAY_AUDIO,
+    ForkMediaPort,
+    MediaPipeline,
+    WebCallBridge,
+    on_play_audio_event,
+)
+from esl_controller.pipeline.ports import PipelineNotice
+
+log = logging.getLogger("esl_controller.calls.pipeline")
+
+FORK_RATE = 16000
+#: (assistant config) -> (stt, llm, tts); tests replace the provider build with it
+ProviderBuild = Callable[[Any], tuple[Any, Any, Any]]
+
+
+class PipelineFactory:
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        box: Any = None,
+        web: WebCallBridge | None = None,
+        hub: Any = None,
+        providers: ProviderBuild | None = None,
+        conversation_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.box = box
+        self.web = web
+        self.hub = hub
+        self.providers = providers
+        self.conversation_kwargs = dict(conversation_kwargs or {})
+        self.built: dict[str, MediaPipeline] = {}
+
+    def __call__(self, session: Any) -> MediaPipeline | None:
+        from esl_controller.pipeline.assistant import AssistantConfig, AssistantConfigError
+
+        call_id = session.call_id
+        row, body, overrides = self._load(call_id)
+        if row is None:
+            log.warning("call %s: no call row; no pipeline", call_id)
+            return None
+        try:
+            config = AssistantConfig.from_dict(body, overrides)
+        except (AssistantConfigError, ValueError, TypeError) as exc:
+            self._fail(session, "pipeline-error-assistant-invalid", f"assistant: {exc}")
+            return None
+        t0 = time.monotonic()
+
+        def clock() -> float:
+            return time.monotonic() - t0
+
+        if session.state.direction == "web":
+            port = self.web.ports.get(call_id) if self.web is not None else None
+            if port is None:
+                log.warning("call %s: web call answered without a client", call_id)
+                return None
+        else:
+            port = ForkMediaPort(session, FORK_RATE, clock=clock)
+            sock = session.socket
+            if sock is not None and getattr(sock, "control", "") == "full":
+                try:
+                    sock.subscribe((), (PLAY_AUDIO,))
+                    sock.add_handler(lambda item: _socket_item(session, item))
+                except Exception as exc:  # noqa: BLE001 - the inbound connection also carries it
+                    log.info("call %s: play_audio subscription failed (%s)", call_id, exc)
+        try:
+            stt, llm, tts = self._providers(config, body, overrides)
+        except Exception as exc:  # noqa: BLE001 - any provider build trouble ends the call clearly
+            log.warning("call %s: providers: %s", call_id, exc)
+            self._fail(session, "pipeline-error-provider-unavailable", str(exc)[:300])
+            return None
+        runner = self._tool_runner(session, row, body)
+        if runner is False:
+            return None
+        from esl_controller.pipeline.conversation import Conversation
+
+        kwargs: dict[str, Any] = dict(self.conversation_kwargs)
+        if runner is not None:
+            kwargs["tool_runner"] = runner
+        conversation = Conversation(
+            config,
+            port,
+            stt=stt,
+            llm=llm,
+            tts=tts,
+            call_id=call_id,
+            clock=clock,
+            **kwargs,
+        )
+        recorder, on_stop = self._recorder(row, body, overrides, port.sample_rate)
+
+        def stopped() -> None:
+            if runner is not None:
+                runner.close()
+            if on_stop is not None:
+                on_stop()
+
+        pipeline = MediaPipeline(
+            conversation,
+            port,
+            call_id=call_id,
+            clock=clock,
+            recorder=recorder,
+            hub=self.hub,
+            on_stop=stopped,
+        )
+        if isinstance(port, ForkMediaPort):
+            port.on_assistant = pipeline.add_assistant
+        else:
+            _tap_web_port(port, pipeline)
+        self.built[call_id] = pipeline
+        return pipeline
+
+    # ------------------------------------------------------------------ parts
+    def _load(self, call_id: str) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+        from esl_controller.calls.persist import transaction
+        from esl_controller.db.models import Assistant, Call
+
+        with transaction():
+            row = Call.get_or_none(Call.id == call_id)
+            if row is None:
+                return None, {}, None
+            data = dict(row.data or {})
+            body = data.get("assistant") if isinstance(data.get("assistant"), Mapping) else None
+            if body is None and row.assistant_id:
+                a = Assistant.get_or_none(Assistant.id == row.assistant_id)
+                body = dict(a.data or {}) if a is not None else None
+            overrides = data.get("assistantOverrides")
+            return (
+                row,
+                dict(body or {}),
+                dict(overrides) if isinstance(overrides, Mapping) else None,
+            )
+
+    def _credentials(self) -> list[dict[str, Any]]:
+        if self.box is None:
+            return []
+        from esl_controller.calls.persist import transaction
+        from esl_controller.db.models import Credential
+
+        out = []
+        with transaction():
+            for c in Credential.select():
+                try:
+                    secret = self.box.open(c.secret_blob)
+                except Exception:  # noqa: BLE001 - an unreadable credential is skipped, never logged
+                    continue
+                out.append({**(c.data or {}), **secret, "id": c.id, "provider": c.provider})
+        return out
+
+    def _providers(
+        self, config: Any, body: Mapping[str, Any], overrides: Mapping[str, Any] | None
+    ) -> tuple[Any, Any, Any]:
+        if self.providers is not None:
+            return self.providers(config)
+        from esl_controller.pipeline.providers import hosted, registry
+
+        creds = self._credentials()
+        model = hosted.attach_credential(config.model or None, creds)
+        voice = hosted.attach_credential(config.voice or None, creds)
+        transcriber = hosted.attach_credential(config.transcriber or None, creds)
+        try:
+            stt = hosted.build_with_fallbacks("stt", transcriber)
+        except registry.UnknownProvider:
+            if transcriber:
+                raise
+            log.warning("no speech-to-text provider: the assistant will not hear the caller")
+            stt = None
+        return (
+            stt,
+            hosted.build_with_fallbacks("llm", model),
+            hosted.build_with_fallbacks("tts", voice),
+        )
+
+    def _tool_runner(self, session: Any, row: Any, body: Mapping[str, Any]) -> Any:
+        """A ToolRunner (None: no tools; False: the toolset is broken and the call ends)."""
+        model = body.get("model") if isinstance(body.get("model"), Mapping) else {}
+        if not (model.get("tools") or model.get("toolIds") or body.get("endCallFunctionEnabled")):
+            return None
+        from esl_controller.calls.persist import transaction
+        from esl_controller.calls.serialize import call_to_wire
+        from esl_controller.pipeline.tools.runner import (
+            ToolRunner,
+            box_unseal,
+            db_credential_loader,
+            db_tool_loader,
+        )
+        from esl_controller.pipeline.tools.spec import ToolsetError, build_toolset
+        from esl_controller.webhooks.messages import MessageContext
+
+        try:
+            with transaction():
+                toolset = build_toolset(model, db_tool_loader(), assistant=body)
+                wire = call_to_wire(row)
+        except ToolsetError as exc:
+            self._fail(session, "pipeline-error-tools-invalid", f"tools: {exc}")
+            return False
+        context = MessageContext(call=wire, assistant=body, customer=wire.get("customer"))
+        box = self.box
+        return ToolRunner(
+            context,
+            toolset,
+            credentials=db_credential_loader(box) if box is not None else None,
+            unseal=box_unseal(box) if box is not None else None,
+            assistant=body,
+        )
+
+    def _recorder(
+        self,
+        row: Any,
+        body: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None,
+        rate: int,
+    ) -> tuple[Any, Callable[[], None] | None]:
+        plan = dict(body.get("artifactPlan") or {})
+        plan.update(dict((overrides or {}).get("artifactPlan") or {}))
+        plan.update(dict((row.data or {}).get("artifactPlan") or {}))
+        if plan.get("recordingEnabled") is False:
+            return None, None
+        from esl_controller.media.recorder import CallRecorder
+
+        directory = self.settings.data_path / "recordings"
+        directory.mkdir(parents=True, exist_ok=True)
+        mono = directory / f"{row.id}.mono.wav"
+        stereo = directory / f"{row.id}.stereo.wav"
+        try:
+            recorder = CallRecorder(rate, str(mono), str(stereo))
+        except OSError as exc:
+            log.warning("call %s: cannot record (%s)", row.id, exc)
+            return None, None
+        _artifacts(row.id, self.settings.public_url, mono, stereo, "writing")
+
+        def seal() -> None:
+            _artifacts(row.id, self.settings.public_url, mono, stereo, "sealed")
+
+        return recorder, seal
+
+    def _fail(self, session: Any, reason: str, message: str) -> None:
+        session.notify(
+            PipelineNotice("error", {"endedReason": reason, "message": message, "fatal": True})
+        )
+
+
+def _socket_item(session: Any, item: Any) -> None:
+    if getattr(item, "subclass", None) == PLAY_AUDIO:
+        on_play_audio_event(session.deps.registry, item)
+
+
+def _tap_web_port(port: Any, pipeline: MediaPipeline) -> None:
+    """Web calls: what the client is sent also goes to the recording and the listeners."""
+    playout = port.playout
+    send = playout._send
+    clock = pipeline.clock
+
+    def tapped(frame: bytes) -> None:
+        send(frame)
+        port.last_assistant_frame = frame
+        pipeline.add_assistant(frame, clock())
+
+    playout._send = tapped
+
+
+def _artifacts(call_id: str, public_url: str, mono: Any, stereo: Any, status: str) -> None:
+    """Artifact rows of the recordings and the call's ``artifact.recordingUrl`` fields."""
+    from esl_controller.calls.persist import transaction
+    from esl_controller.db.models import Artifact, Call
+
+    with transaction():
+        for kind, path in (("recording-mono", mono), ("recording-stereo", stereo)):
+            size = path.stat().st_size if path.exists() else 0
+            art = Artifact.get_or_none((Artifact.call == call_id) & (Artifact.kind == kind))
+            if art is None:
+                Artifact.create(
+                    call=call_id,
+                    kind=kind,
+                    path=str(path),
+                    bytes=size,
+                    mimetype="audio/wav",
+                    status=status,
+                )
+            else:
+                Artifact.update(bytes=size, status=status).where(Artifact.id == art.id).execute()
+        row = Call.get_or_none(Call.id == call_id)
+        if row is None:
+            return
+        data = dict(row.data or {})
+        artifact = dict(data.get("artifact") or {})
+        want = {
+            "recordingUrl": f"{public_url}/call/{call_id}/recording",
+            "stereoRecordingUrl": f"{public_url}/call/{call_id}/recording/stereo",
+        }
+        if all(artifact.get(k) == v for k, v in want.items()):
+            return
+        artifact.update(want)
+        data["artifact"] = artifact
+        Call.update(data=data).where(Call.id == call_id).execute()
