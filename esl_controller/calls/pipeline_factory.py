@@ -254,10 +254,14 @@ class PipelineFactory:
         except OSError as exc:
             log.warning("call %s: cannot record (%s)", row.id, exc)
             return None, None
-        _artifacts(row.id, self.settings.public_url, mono, stereo, "writing")
+        public, org = self.settings.public_url, row.org_id
+        try:
+            _artifacts(row.id, org, public, mono, stereo, "writing")
+        except Exception:  # noqa: BLE001 - the call goes on; the files are still written
+            log.exception("call %s: recording artifacts not stored", row.id)
 
         def seal() -> None:
-            _artifacts(row.id, self.settings.public_url, mono, stereo, "sealed")
+            _artifacts(row.id, org, public, mono, stereo, "sealed")
 
         return recorder, seal
 
@@ -286,7 +290,9 @@ def _tap_web_port(port: Any, pipeline: MediaPipeline) -> None:
     playout._send = tapped
 
 
-def _artifacts(call_id: str, public_url: str, mono: Any, stereo: Any, status: str) -> None:
+def _artifacts(
+    call_id: str, org_id: str, public_url: str, mono: Any, stereo: Any, status: str
+) -> None:
     """Artifact rows of the recordings and the call's ``artifact.recordingUrl`` fields."""
     from esl_controller.calls.persist import transaction
     from esl_controller.db.models import Artifact, Call
@@ -297,6 +303,7 @@ def _artifacts(call_id: str, public_url: str, mono: Any, stereo: Any, status: st
             art = Artifact.get_or_none((Artifact.call == call_id) & (Artifact.kind == kind))
             if art is None:
                 Artifact.create(
+                    org_id=org_id,
                     call=call_id,
                     kind=kind,
                     path=str(path),
