@@ -147,7 +147,9 @@ class CallLifecycle:
             if kind == "message":
                 persist.add_message(call_id, data)
             else:
-                persist.record(call_id, kind[:64], data, source="pipeline")
+                # usage rows are what pricing reads (observe.pricing.USAGE_EVENT)
+                stored = "usage" if kind == "pipeline.usage" else kind
+                persist.record(call_id, stored[:64], data, source="pipeline")
             if self._emitter is not None:
                 queued = self._emit_note(call_id, kind, data)
         if queued:
