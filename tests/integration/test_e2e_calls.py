@@ -114,7 +114,9 @@ def test_phone_call_talks_and_records(harness, database):
     reply = next_json(client, "playAudio", timeout=15)
     assert "how many people" in (reply["data"].get("textContent") or "")
     assert rms(base64.b64decode(reply["data"]["audioContent"])) > 300
-    until(lambda: any(r == "bot" and "how many" in m for r, m in messages(harness, session.call_id)))
+    until(
+        lambda: any(r == "bot" and "how many" in m for r, m in messages(harness, session.call_id))
+    )
     user = [m for r, m in messages(harness, session.call_id) if r == "user"]
     assert user and "table" in user[0].lower()
 
@@ -142,8 +144,10 @@ def test_phone_call_talks_and_records(harness, database):
     left, right = audioop.tomono(frames, 2, 1, 0), audioop.tomono(frames, 2, 0, 1)
     assert rms(left) > 100 and rms(right) > 100  # caller speech left, assistant speech right
     # the first message (assistant) plays before the caller speaks: its opening second is right-only
-    head = 16000 * 2
-    assert rms(right[:head]) > 3 * max(1, rms(left[:head]))
+    step = 640  # 20 ms
+    start = next(i for i in range(0, len(right), step) if rms(right[i : i + step]) > 300)
+    head = slice(start, start + 16000)  # the first half second of the first message
+    assert rms(right[head]) > 3 * max(1, rms(left[head]))
 
 
 def test_barge_in_over_the_fork(harness, database):
@@ -172,7 +176,7 @@ def test_barge_in_over_the_fork(harness, database):
 
 
 def test_web_call_end_to_end(harness, database):
-    from test_webcall_transport import audio, collect, has
+    from test_webcall_transport import audio, collect
 
     resp = harness.client.post(
         "/call/web", json={"assistant": {"model": MODEL, "firstMessage": FIRST}}
@@ -188,15 +192,22 @@ def test_web_call_end_to_end(harness, database):
     assert bad.value.status == 403
     client = ForkClient(url.hostname, url.port, f"{url.path}?{url.query}", subprotocol=None)
     client.connect()
+    client.send_text(json.dumps({"type": "start", "sampleRate": 16000}))
     session = harness.session(call["id"])
     harness.wait_status(session, "in-progress")
     msgs = collect(client, lambda m: rms(audio(m)) > 300 and not session.pipeline.port.playing())
     pcm = speech(CALLER, 16000) + silence(1.0, 16000)
     for i in range(0, len(pcm), 640):
         client.send_audio(pcm[i : i + 640])
-    msgs = collect(client, has("transcript", role="assistant", transcriptType="final"), timeout=15)
+
+    def replied(msgs):
+        finals = [m for m in msgs if isinstance(m, dict) and m.get("transcriptType") == "final"]
+        return any(m["role"] == "assistant" and "how many" in m["transcript"] for m in finals)
+
+    msgs = collect(client, replied, timeout=15)
     finals = [m for m in msgs if isinstance(m, dict) and m.get("transcriptType") == "final"]
     assert any(m["role"] == "user" and "table" in m["transcript"].lower() for m in finals)
+    assert rms(audio(msgs)) > 300  # the reply's audio
     client.send_text(json.dumps({"type": "hangup"}))
     harness.wait_ended(session)
     row = harness.row(call["id"])
