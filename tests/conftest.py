@@ -66,7 +66,13 @@ def settings(tmp_path, db_url):
     return load_settings(
         None,
         environ={},
-        overrides={"data_dir": str(tmp_path / "data"), "database": {"url": db_url}},
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "database": {"url": db_url},
+            # every server on an ephemeral port, so tests never collide with each other or a running service
+            "freeswitch": {"outbound_port": 0, "fork_port": 0},
+            "media": {"webcall_port": 0, "listen_port": 0, "warm_stt": False},
+        },
     )
 
 

@@ -182,7 +182,7 @@ def test_web_call(harness, database):
     assert resp.status_code == 201
     call = resp.get_json()
     assert call["type"] == "webCall" and call["status"] == "queued"
-    assert call["webCallUrl"].endswith(f"/call/{call['id']}/web")
+    assert f"/call/{call['id']}/web?token=" in call["webCallUrl"]
     assert call["transport"]["provider"] == "vapi.websocket"
     assert call["transport"]["websocketCallUrl"].startswith("ws")
     session = harness.session(call["id"])

@@ -42,7 +42,11 @@ class Harness:
         )
         calls = dataclasses.replace(settings.calls, end_grace_seconds=1.0, control_timeout=5.0)
         auth = dataclasses.replace(settings.auth, hook_secret=hook_secret)
-        self.settings = dataclasses.replace(settings, freeswitch=fs, calls=calls, auth=auth)
+        # the control plane alone: no voice pipeline (tests/integration/test_e2e_calls.py runs it)
+        media = dataclasses.replace(settings.media, pipeline_enabled=False)
+        self.settings = dataclasses.replace(
+            settings, freeswitch=fs, calls=calls, auth=auth, media=media
+        )
         self.database = database
         self.controller = Controller(self.settings)
         self.service = self.controller.start()
