@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import shutil
+import signal
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -650,9 +651,20 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if not args.follow:
         return 0
+    stopping: list[int] = []
+
+    def _stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    # Ctrl-C or SIGTERM ends the follow loop at its next tick (a flag, so a signal that lands inside a
+    # database call cannot leave the process hanging)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
     try:
-        while True:
+        while not stopping:
             time.sleep(args.interval)
+            if stopping:
+                break
             with db.database.connection_context():
                 new_events = events(last_id, None, None)
                 if new_events:
@@ -670,6 +682,7 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
+    return 0
 
 
 OPS_COMMANDS = {
