@@ -345,6 +345,12 @@ class CallLifecycle:
         self._group.add(g)
 
     def _after_call(self, call_id: str, gateway: str | None) -> None:
+        try:
+            self._after_call_steps(call_id, gateway)
+        finally:
+            self._reported.discard(call_id)
+
+    def _after_call_steps(self, call_id: str, gateway: str | None) -> None:
         if self.capture is not None:
             self._step(call_id, "capture", lambda: self._stop_capture(call_id))
         if not self._slots.acquire(timeout=SLOT_TIMEOUT):
@@ -374,14 +380,15 @@ class CallLifecycle:
             call_id, self.model_factory, on_done=on_done, **self.structured_options
         )
         if not done.wait(timeout=self.report_timeout):
-            g.kill(block=False)
+            # report first: killing the runner calls on_done, which must not report without a word
+            self._report(call_id, partial="structured outputs and analysis not done in time")
             self._record(
                 call_id,
                 "after-call",
                 "WARNING",
                 {"error": f"structured outputs not done in {self.report_timeout}s"},
             )
-            self._report(call_id, partial="structured outputs and analysis not done in time")
+            g.kill(block=True, timeout=5.0)
 
     def _step(self, call_id: str, what: str, fn: Callable[[], Any]) -> Any:
         try:

@@ -419,3 +419,39 @@ def test_real_capture_manager_failure_reason_lands_on_the_call(rig):
     body = r.client.get(f"/call/{call_id}").get_json()
     assert body["artifact"]["pcapError"] == error
     assert json.dumps(body)  # the call is still readable as a whole
+
+
+class StuckModel:
+    """A model that never answers (until the after-call work gives up on it)."""
+
+    name = "stuck"
+    model = "stuck-1"
+
+    def __init__(self) -> None:
+        self.asked = gevent.event.Event()
+
+    def stream(self, request, *, timeout):
+        self.asked.set()
+        gevent.event.Event().wait()  # never set: killed by the lifecycle's timeout
+        yield from ()
+
+
+def test_report_still_sent_when_outputs_do_not_finish(rig, receiver):  # noqa: F811
+    r = rig()
+    stuck = StuckModel()
+    r.controller.lifecycle.model_factory = lambda config: stuck
+    r.controller.lifecycle.report_timeout = 1.0
+    hook = receiver()
+    r.number(server_url=hook.url + "/hook", server_messages=["end-of-call-report"])
+    call_id = r.call()
+    assert stuck.asked.is_set()
+    hook.wait_for(lambda reqs: "end-of-call-report" in _types(reqs), WAIT)
+    r.wait_delivered(call_id)
+    reports = [s.message for s in hook.requests if s.message["type"] == "end-of-call-report"]
+    assert len(reports) == 1
+    assert "structuredOutputs" not in reports[0]["artifact"]
+    assert len(reports[0]["messages"]) == 5
+    (ev,) = r.events(call_id, "webhook.end-of-call-report")
+    assert ev.level == "WARNING" and "not done in time" in ev.data["partial"]
+    (late,) = r.events(call_id, "after-call")
+    assert "structured outputs not done" in late.data["error"]
