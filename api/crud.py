@@ -68,6 +68,8 @@ class ResourceSpec:
     #: (row, validated partial body) -> model field values to set
     on_update: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
     to_wire: Callable[[Any], dict[str, Any]] = default_to_wire
+    #: the single-object view (GET/PATCH/DELETE by id) when it carries more than list items do
+    to_wire_detail: Callable[[Any], dict[str, Any]] | None = None
     #: (query, request.args) -> query, for resource-specific filters
     list_filter: Callable[[Any, Any], Any] | None = None
     extra_query: tuple[str, ...] = ()
@@ -128,8 +130,10 @@ def register_crud(bp: Blueprint, spec: ResourceSpec) -> None:
             return jsonify({"results": rows, "metadata": page_meta})
         return jsonify(rows)
 
+    detail = spec.to_wire_detail or spec.to_wire
+
     def get(id: str):
-        return jsonify(spec.to_wire(get_row(spec, id)))
+        return jsonify(detail(get_row(spec, id)))
 
     def update(id: str):
         row = get_row(spec, id)
@@ -144,13 +148,13 @@ def register_crud(bp: Blueprint, spec: ResourceSpec) -> None:
             setattr(row, k, v)
         row.updated_at = utcnow()
         _save(spec, row.save)
-        return jsonify(spec.to_wire(row))
+        return jsonify(detail(row))
 
     def delete(id: str):
         row = get_row(spec, id)
         if spec.before_delete:
             spec.before_delete(row)
-        wire = spec.to_wire(row)
+        wire = detail(row)
         _save(spec, row.delete_instance)
         if spec.after_delete:
             spec.after_delete(row)

@@ -10,8 +10,8 @@ from flask import Blueprint
 from api.crud import ResourceSpec, register_crud
 from api.errors import ApiError
 from api.schemas.call import CallResponse, CallUpdateBody, CreateCallBody
-from esl_controller.calls.serialize import call_to_wire
-from esl_controller.db.models import Call
+from esl_controller.calls.serialize import call_to_wire, with_history
+from esl_controller.db.models import Call, CallMessage
 
 bp = Blueprint("calls", __name__)
 
@@ -40,6 +40,12 @@ def list_filter(query, args):
     return query
 
 
+def call_detail(row: Call) -> dict[str, Any]:
+    """GET /call/:id: the call with its conversation (lists leave it out: one query per call would not scale)."""
+    rows = CallMessage.select().where(CallMessage.call == row.id).order_by(CallMessage.seq)
+    return with_history(call_to_wire(row), rows)
+
+
 def on_update(row: Call, body: dict[str, Any]) -> dict[str, Any]:
     return {"name": body.get("name", row.name)}
 
@@ -62,6 +68,7 @@ register_crud(
         response_schema=CallResponse,
         on_update=on_update,
         to_wire=call_to_wire,
+        to_wire_detail=call_detail,
         list_filter=list_filter,
         extra_query=("id", "assistantId", "phoneNumberId", "status"),
         before_delete=before_delete,

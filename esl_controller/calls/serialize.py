@@ -41,3 +41,37 @@ def call_to_wire(row: Any) -> dict[str, Any]:
         else:
             out.pop(key, None)
     return out
+
+
+def message_rows_as_dicts(rows: Any) -> list[dict[str, Any]]:
+    """CallMessage rows as the dicts ``webhooks.messages.call_messages`` turns into Vapi's ``messages[]``."""
+    return [
+        {
+            "role": r.role,
+            "message": r.message,
+            "time": r.time,
+            "endTime": r.end_time,
+            "secondsFromStart": r.seconds_from_start,
+            "duration": r.duration,
+            **(r.data or {}),
+        }
+        for r in rows
+    ]
+
+
+def with_history(call: dict[str, Any], rows: Any) -> dict[str, Any]:
+    """The call object with its conversation: ``messages`` and ``artifact.{messages, messagesOpenAIFormatted,
+    transcript}`` built from its CallMessage rows (in ``seq`` order)."""
+    from esl_controller.webhooks import messages as m
+
+    history = m.call_messages(message_rows_as_dicts(rows))
+    if not history:
+        return call
+    out = dict(call)
+    out["messages"] = history
+    artifact = dict(out.get("artifact") or {})
+    artifact["messages"] = history
+    artifact["messagesOpenAIFormatted"] = m.messages_openai_formatted(history)
+    artifact["transcript"] = m.transcript_text(history)
+    out["artifact"] = artifact
+    return out

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from esl_controller.calls.serialize import call_to_wire
+from esl_controller.calls.serialize import call_to_wire, message_rows_as_dicts
 from esl_controller.db.base import database
 from esl_controller.db.models import Assistant, Call, CallMessage, PhoneNumber, WebhookEndpoint
 from esl_controller.security.secrets_box import SecretBox
@@ -151,21 +151,8 @@ class Emitter:
 
     def end_of_call_report(self, call: Call) -> int:
         def build(ctx: m.MessageContext) -> dict[str, Any]:
-            rows = [
-                {
-                    "role": r.role,
-                    "message": r.message,
-                    "time": r.time,
-                    "endTime": r.end_time,
-                    "secondsFromStart": r.seconds_from_start,
-                    "duration": r.duration,
-                    **(r.data or {}),
-                }
-                for r in CallMessage.select()
-                .where(CallMessage.call == call.id)
-                .order_by(CallMessage.seq)
-            ]
-            history = m.call_messages(rows)
+            rows = CallMessage.select().where(CallMessage.call == call.id).order_by(CallMessage.seq)
+            history = m.call_messages(message_rows_as_dicts(rows))
             wire = ctx.call or {}
             artifact = dict(wire.get("artifact") or {})
             artifact.setdefault("messages", history)

@@ -72,3 +72,25 @@ def test_delete_only_when_not_live(client, database):
     r = client.delete(f"/call/{c0}", json={})
     assert r.status_code == 200 and r.get_json()["id"] == c0
     assert client.get(f"/call/{c0}").status_code == 404
+
+
+def test_get_by_id_carries_the_conversation(client, database):
+    from esl_controller.db.models import CallMessage
+
+    c0, *_ = seed(database)
+    with database.connection_context():
+        CallMessage.create(
+            call=c0, seq=0, role="bot", message="Hello, how can I help?", seconds_from_start=0.5
+        )
+        CallMessage.create(
+            call=c0, seq=1, role="user", message="Book a table for two.", seconds_from_start=3.0
+        )
+    call = client.get(f"/call/{c0}").get_json()
+    assert [m["role"] for m in call["messages"]] == ["bot", "user"]
+    assert call["messages"][1]["message"] == "Book a table for two."
+    lines = call["artifact"]["transcript"].splitlines()
+    assert lines == ["AI: Hello, how can I help?", "User: Book a table for two."]
+    assert [m["role"] for m in call["artifact"]["messagesOpenAIFormatted"]] == ["assistant", "user"]
+    # lists stay light: no per-call history query
+    listed = {c["id"]: c for c in client.get("/call").get_json()}
+    assert "messages" not in listed[c0]
