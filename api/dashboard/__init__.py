@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import (
     Blueprint,
@@ -89,13 +89,18 @@ def config() -> Response:
 
 
 def websocket_url(call: Call) -> str | None:
-    """The web-call WebSocket URL stored on the call (``transport.websocketCallUrl``), if it is a ws URL."""
+    """The web-call WebSocket URL stored on the call (``transport.websocketCallUrl``), if it is a ws URL,
+    without its ``token``: this page is public, so the token must come from whoever opened it."""
     data: dict[str, Any] = call.data if isinstance(call.data, dict) else {}
     transport = data.get("transport") if isinstance(data.get("transport"), dict) else {}
     url = transport.get("websocketCallUrl")
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss"):
+    if not isinstance(url, str):
         return None
-    return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        return None
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _webcall_page(id: str) -> Response:

@@ -48,7 +48,9 @@ function socketUrl() {
   if (!base) return null;
   const url = new URL(base, location.href);
   const token = new URLSearchParams(location.search).get("token");
-  if (token && !url.searchParams.has("token")) url.searchParams.set("token", token);
+  // only the token this page was opened with counts (the server strips any stored one)
+  url.searchParams.delete("token");
+  if (token) url.searchParams.set("token", token);
   url.searchParams.set("sampleRate", String(RATE));
   url.searchParams.set("format", FORMAT);
   return url.toString();
