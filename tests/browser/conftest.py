@@ -166,3 +166,91 @@ def page(browser, request):
     pg.on("console", on_console)
     yield pg
     pg.close()
+
+
+class Controlled(Served):
+    """The API app with its call ``Controller`` running for real (as ``esl-controller serve`` does):
+    web-call WebSocket server and voice pipeline (embedded STT, the assistant's model, embedded TTS)."""
+
+    def __init__(self, app, server, settings, api_key: str, controller) -> None:
+        super().__init__(app, server, settings, api_key)
+        self.controller = controller
+
+    def api(self, method: str, path: str, body=None) -> tuple[int, object]:
+        """A REST call with the API key, over loopback (what a client of the served app sees)."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.api_key}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def controlled(tmp_path_factory) -> Iterator[Controlled]:
+    """Like ``serve``: listener bound first (port 0, so ``public_url`` names the real port), the app, the
+    Controller with the voice pipeline started and installed, served by the gevent WSGI server. FreeSWITCH
+    is off (web calls only); every media server on an ephemeral port."""
+    import dataclasses
+
+    from api import create_app
+    from esl_controller import db
+    from esl_controller.config import load_settings
+    from esl_controller.controller import Controller
+    from esl_controller.security.api_keys import create_key
+    from esl_controller.server import NoDelayWSGIServer, make_listener
+
+    data = tmp_path_factory.mktemp("controlled-data")
+    listener = make_listener("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    settings = load_settings(
+        None,
+        environ={},
+        overrides={
+            "data_dir": str(data),
+            "database": {"url": f"sqlite:///{data / 'db.sqlite'}"},
+            "http": {"host": "127.0.0.1", "port": port},
+            "freeswitch": {"enabled": False, "outbound_port": 0, "fork_port": 0},
+            "media": {
+                "pipeline_enabled": True,
+                "webcall_port": 0,
+                "listen_port": 0,
+                "warm_stt": False,
+            },
+        },
+    )
+    calls = dataclasses.replace(settings.calls, end_grace_seconds=1.0)
+    settings = dataclasses.replace(settings, calls=calls)
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    database = db.connect(settings.database_url)
+    with database.connection_context():
+        db.migrate()
+        key = create_key("browser-test", settings.org_id).key
+    app = create_app(settings)
+    box = app.extensions["esl_controller"].secret_box
+    controller = Controller(settings, secret_box=box)
+    try:
+        controller.start()
+        controller.install(app.extensions["esl_controller"])
+        assert controller.reconciled.wait(10)
+        server = NoDelayWSGIServer(listener, app, log=None, error_log=None)
+        server.start()
+    except BaseException:
+        controller.stop(2)
+        listener.close()
+        db.close()
+        raise
+    try:
+        yield Controlled(app, server, settings, key, controller)
+    finally:
+        controller.stop(2)
+        server.stop(timeout=2)
+        db.close()
