@@ -113,11 +113,14 @@ class PipelineFactory:
             clock=clock,
             **kwargs,
         )
+        runners = [runner]
+        conversation.handoff_resolver = self._handoff_resolver(session, row.id, runners)
         recorder, on_stop = self._recorder(row, body, overrides, port.sample_rate)
 
         def stopped() -> None:
-            if runner is not None:
-                runner.close()
+            for r in runners:
+                if r is not None:
+                    r.close()
             if on_stop is not None:
                 on_stop()
 
@@ -198,8 +201,96 @@ class PipelineFactory:
             hosted.build_with_fallbacks("tts", voice),
         )
 
-    def _tool_runner(self, session: Any, row: Any, body: Mapping[str, Any]) -> Any:
-        """A ToolRunner (None: no tools; False: the toolset is broken and the call ends)."""
+    def _handoff_resolver(self, session: Any, call_id: str, runners: list[Any]) -> Callable:
+        """The conversation's handoff resolver: the next assistant by id or name among the stored
+        assistants (or inline), its providers and tools; ``Call.assistant_id`` and ``call.data`` updated
+        and a ``transfer-update`` server message queued."""
+
+        def resolve(command: Any) -> Any:
+            from esl_controller.pipeline.assistant import AssistantConfig
+            from esl_controller.pipeline.conversation import HandoffTarget
+
+            row, body, stored_id = self._find_assistant(call_id, command)
+            config = AssistantConfig.from_dict(body, None)
+            stt, llm, tts = self._providers(config, body, None)
+            runner = self._tool_runner(session, row, body, fail=False)
+            runners.append(runner)
+            info = {"assistantId": stored_id, "assistantName": body.get("name")}
+            self._record_handoff(session, call_id, body, stored_id)
+            return HandoffTarget(
+                config, stt, llm, tts, runner, {k: v for k, v in info.items() if v}
+            )
+
+        return resolve
+
+    def _find_assistant(self, call_id: str, command: Any) -> tuple[Any, dict[str, Any], Any]:
+        from esl_controller.calls.persist import transaction
+        from esl_controller.db.models import Assistant, Call
+
+        with transaction():
+            row = Call.get_or_none(Call.id == call_id)
+            if row is None:
+                raise LookupError("the call is gone")
+            if command.assistant is not None:
+                return row, dict(command.assistant), None
+            q = Assistant.select().where(Assistant.org_id == row.org_id)
+            if command.assistant_id:
+                found = q.where(Assistant.id == command.assistant_id).first()
+            else:
+                found = q.where(Assistant.name == command.assistant_name).first()
+            if found is None:
+                wanted = command.assistant_id or command.assistant_name
+                raise LookupError(f"no assistant {wanted!r}")
+            return row, {"name": found.name, **dict(found.data or {})}, found.id
+
+    def _record_handoff(
+        self, session: Any, call_id: str, body: Mapping[str, Any], stored_id: Any
+    ) -> None:
+        from esl_controller.calls.persist import transaction
+        from esl_controller.db.models import Call
+        from esl_controller.webhooks import messages as wm
+
+        with transaction():
+            row = Call.get_or_none(Call.id == call_id)
+            if row is None:
+                return
+            data = dict(row.data or {})
+            previous = {"assistantId": row.assistant_id, "name": _name(data, row)}
+            if stored_id is not None:
+                data.pop("assistant", None)
+            else:
+                data["assistant"] = dict(body)
+            data.pop("assistantOverrides", None)
+            history = list(data.get("handoffs") or [])
+            history.append(
+                {"from": previous, "to": {"assistantId": stored_id, "name": body.get("name")}}
+            )
+            data["handoffs"] = history[-20:]
+            Call.update(data=data, assistant_id=stored_id).where(Call.id == call_id).execute()
+            row = Call.get_by_id(call_id)
+            emitter = getattr(getattr(session.deps, "lifecycle", None), "_emitter", None)
+            if emitter is None:
+                return
+            to = {"name": body.get("name"), "id": stored_id}
+            try:
+                emitter.emit(
+                    row,
+                    "transfer-update",
+                    lambda ctx: wm.transfer_update(
+                        ctx,
+                        None,
+                        to_assistant={k: v for k, v in to.items() if v},
+                        from_assistant={k: v for k, v in previous.items() if v},
+                    ),
+                )
+            except Exception:  # noqa: BLE001 - the server message is best effort
+                log.exception("call %s: transfer-update not queued", call_id)
+
+    def _tool_runner(
+        self, session: Any, row: Any, body: Mapping[str, Any], *, fail: bool = True
+    ) -> Any:
+        """A ToolRunner (None: no tools; False: the toolset is broken and the call ends; with
+        ``fail=False`` a broken toolset raises ValueError instead)."""
         model = body.get("model") if isinstance(body.get("model"), Mapping) else {}
         if not (model.get("tools") or model.get("toolIds") or body.get("endCallFunctionEnabled")):
             return None
@@ -219,6 +310,8 @@ class PipelineFactory:
                 toolset = build_toolset(model, db_tool_loader(), assistant=body)
                 wire = call_to_wire(row)
         except ToolsetError as exc:
+            if not fail:
+                raise ValueError(f"tools: {exc}") from exc
             self._fail(session, "pipeline-error-tools-invalid", f"tools: {exc}")
             return False
         context = MessageContext(call=wire, assistant=body, customer=wire.get("customer"))
@@ -269,6 +362,11 @@ class PipelineFactory:
         session.notify(
             PipelineNotice("error", {"endedReason": reason, "message": message, "fatal": True})
         )
+
+
+def _name(data: Mapping[str, Any], row: Any) -> Any:
+    inline = data.get("assistant")
+    return inline.get("name") if isinstance(inline, Mapping) else None
 
 
 def _socket_item(session: Any, item: Any) -> None:

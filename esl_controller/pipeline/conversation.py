@@ -29,7 +29,12 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Empty, Full, Queue
 
-from esl_controller.calls.control import AddMessageCommand, ChannelControlCommand, SayCommand
+from esl_controller.calls.control import (
+    AddMessageCommand,
+    ChannelControlCommand,
+    HandoffCommand,
+    SayCommand,
+)
 from esl_controller.media.codecs import FrameChunker, Resampler
 from esl_controller.media.vad import (
     ConfidenceFn,
@@ -90,6 +95,23 @@ class _Turn:
     run_offset: float = 0.0  # seconds of the turn played before the port's current utterance began
 
 
+@dataclass
+class HandoffTarget:
+    """What a handoff resolver returns: the next assistant's config, providers and tool runner.
+    ``info`` goes into the ``handoff`` notice (assistantId, assistantName, ...)."""
+
+    config: AssistantConfig
+    stt: Transcriber | None
+    llm: ChatModel
+    tts: Synthesizer
+    tool_runner: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+#: (HandoffCommand) -> HandoffTarget; raises LookupError/ValueError when the assistant is unusable
+HandoffResolver = Callable[[HandoffCommand], HandoffTarget]
+
+
 class Conversation:
     """The pipeline of one call. Build, :meth:`start`, :meth:`feed` audio, :meth:`stop`."""
 
@@ -123,6 +145,9 @@ class Conversation:
         self.tool_handler = tool_handler
         #: a ``pipeline.tools.runner.ToolRunner``: when set it defines and runs every tool, built-ins included
         self.tool_runner = tool_runner
+        #: resolves a handoff's destination to the next assistant (set by the call's pipeline factory)
+        self.handoff_resolver: HandoffResolver | None = None
+        self.handoffs = 0
         variables = {**builtin_variables(), **dict(assistant.variables)}
         self.history = History(time.time() * 1000.0 if epoch_ms is None else epoch_ms, variables)
         for message in assistant.messages:
@@ -233,6 +258,8 @@ class Conversation:
                 self._queue_or_start(_Turn(self._next_id(), "reply"), None)
         elif isinstance(command, ChannelControlCommand):
             self._channel_control(command.name)
+        elif isinstance(command, HandoffCommand):
+            self._greenlets.append(gevent.spawn(self._handoff, command, True))
         else:
             log.debug("call %s: control %s is the session's", self.call_id, type(command).__name__)
 
@@ -740,7 +767,17 @@ class Conversation:
                     reason = str(n.data.get("reason") or "assistant-ended-call")
                     turn.end_after = reason
                     self.turns.mark_end_after(reason)
-                else:  # transfer / dtmf / handoff (a transfer's message was said by the runner)
+                elif n.kind == "handoff":  # the runner said the announcement
+                    dest = dict(n.data.get("destination") or {})
+                    self._handoff(
+                        HandoffCommand(
+                            assistant_id=dest.get("assistantId"),
+                            assistant_name=dest.get("assistantName"),
+                            assistant=dest.get("assistant"),
+                        ),
+                        False,
+                    )
+                else:  # transfer / dtmf (a transfer's message was said by the runner)
                     self._notify(n.kind, dict(n.data))
             again = again or out.ask_model
         return again
@@ -764,6 +801,50 @@ class Conversation:
         self._wait_played()
         self._notify("transfer", {"destination": dict(dest), "message": message})
         return "Transferring the call."
+
+    # ------------------------------------------------------------------ handoff
+
+    def _handoff(self, command: HandoffCommand, say_content: bool) -> None:
+        """Switch to another assistant keeping the history; the next assistant speaks ``content`` (control)
+        or its firstMessage. A failed lookup is reported (``handoff`` notice, status failed); the call goes on."""
+        wanted = {
+            k: v
+            for k, v in (
+                ("assistantId", command.assistant_id),
+                ("assistantName", command.assistant_name),
+            )
+            if v
+        }
+        try:
+            if self.handoff_resolver is None:
+                raise LookupError("handoff is not available on this call")
+            target = self.handoff_resolver(command)
+        except Exception as exc:  # noqa: BLE001 - a bad destination never ends the call
+            log.warning("call %s: handoff failed: %s", self.call_id, exc)
+            self._notify("handoff", {"status": "failed", "error": str(exc)[:300], **wanted})
+            return
+        if self.stopped:
+            return
+        self._switch(target)
+        self.handoffs += 1
+        self._notify("handoff", {"status": "completed", **wanted, **target.info})
+        text = command.content if say_content and command.content else None
+        text = text or target.config.first_message
+        if text and not re.match(r"^https?://\S+$", text.strip()):
+            turn = _Turn(self._next_id(), "say", target.config.first_message_interruptions_enabled)
+            self._queue_or_start(turn, self.history.render(text))
+
+    def _switch(self, target: HandoffTarget) -> None:
+        cfg = target.config
+        self.config = cfg
+        self.stt, self.llm, self.tts = target.stt, target.llm, target.tts
+        self.tool_runner = target.tool_runner
+        self.history.variables.update(dict(cfg.variables))
+        prompt = [
+            str(m.get("content") or "") for m in cfg.messages if str(m.get("role")) == "system"
+        ]
+        self.history.replace_system_prompt(prompt)
+        self.turns.policy = T.TurnPolicy.from_assistant(cfg)
 
     # ------------------------------------------------------------------ control, end, failure
 

@@ -115,6 +115,23 @@ class History:
         self._entries.append(_Entry("system", text, log))
         return log
 
+    def replace_system_prompt(self, contents: Sequence[str]) -> None:
+        """A handoff: the leading system messages (the previous assistant's prompt) become ``contents``."""
+        n = 0
+        while n < len(self._entries) and self._entries[n].role == "system":
+            n += 1
+        fresh = []
+        for content in contents:
+            text = self.render(content)
+            log = {
+                "role": "system",
+                "message": text,
+                "time": self._ms(0.0),
+                "secondsFromStart": 0.0,
+            }
+            fresh.append(_Entry("system", text, log))
+        self._entries[:n] = fresh
+
     def add_user(self, content: str, start: float, end: float) -> dict[str, Any]:
         log = self._spoken("user", content, start, end)
         self._entries.append(_Entry("user", content, log))

@@ -36,6 +36,8 @@ class PipelineNotice:
       exceeded-max-duration, message}``
     * ``transfer``: ``data = {destination: {type: number|sip, number|sipUri, ...}, message}``
     * ``dtmf``: ``data = {digits}`` (send DTMF to the caller)
+    * ``handoff``: the call moved to another assistant, history kept: ``data = {status: completed|failed,
+      assistantId, assistantName, error}`` (recorded as a call event; the pipeline already switched)
     * ``error``: ``data = {endedReason: pipeline-error-..., message, fatal: bool}``
     """
 
