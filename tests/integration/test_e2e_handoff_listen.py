@@ -5,10 +5,12 @@ without hurting the call. Real controller, fake FreeSWITCH, fork look-alike clie
 
 from __future__ import annotations
 
+import audioop
 import dataclasses
+from urllib.parse import urlparse
 
 import pytest
-from test_calls_support import make_phone_number, run_harness
+from test_calls_support import WAIT, make_phone_number, run_harness
 from test_e2e_calls import (
     FIRST,
     MODEL,
@@ -18,6 +20,9 @@ from test_e2e_calls import (
     send_speech,
     until,
 )
+
+from esl_controller.media.codecs import rms
+from esl_controller.media.fork_client import ForkClient
 
 ORG = "00000000-0000-4000-8000-000000000000"
 SECOND_FIRST = "Billing desk, I have your notes."
@@ -160,3 +165,124 @@ def test_handoff_by_tool_and_unknown_assistant(harness, database):
     reply_with(client, "Billing cannot book tables")
     leg.hangup()
     harness.wait_ended(session)
+
+
+# ---------------------------------------------------------------------------------- live listen
+
+
+class PacedCaller:
+    """What mod_audio_fork does: one 20 ms caller frame every 20 ms (speech when queued, else silence)."""
+
+    def __init__(self, client):
+        import gevent
+
+        self.client = client
+        self.pending = bytearray()
+        self.running = True
+        self.greenlet = gevent.spawn(self._run)
+
+    def say(self, text):
+        from audio_fixtures import speech
+
+        self.pending += speech(text, 16000)
+
+    def _run(self):
+        import time
+
+        import gevent
+
+        step, t = 0.02, time.monotonic()
+        while self.running:
+            frame = bytes(self.pending[:640]).ljust(640, b"\0")
+            del self.pending[:640]
+            self.client.send_audio(frame)
+            t += step
+            gevent.sleep(max(0.0, t - time.monotonic()))  # real-time pacing, not a synchronisation
+
+    def stop(self):
+        self.running = False
+        self.greenlet.join(timeout=2)
+
+
+def open_listener(url):
+    parts = urlparse(url)
+    client = ForkClient(parts.hostname, parts.port, f"{parts.path}?{parts.query}", subprotocol=None)
+    return client.connect()
+
+
+def test_live_listener_hears_both_sides_and_a_slow_one_is_dropped(harness, database, monkeypatch):
+    import gevent
+    from gevent.event import Event
+
+    from esl_controller.media import listen
+    from esl_controller.media.fork_client import ForkClosed
+
+    phone = make_phone_number(database)
+    setup_assistants(database, phone)
+    # the second listener's connection does not drain (a stalled supervisor link)
+    stalled, release = [], Event()
+    write_loop = listen._ListenConnection._write_loop
+
+    def maybe_stalled(self, listener):
+        if stalled:
+            release.wait(WAIT)
+        stalled.append(listener)
+        return write_loop(self, listener)
+
+    monkeypatch.setattr(listen._ListenConnection, "_write_loop", maybe_stalled)
+
+    leg = harness.place_call(destination="15557654321")
+    session = harness.session_for_channel(leg.uuid)
+    harness.wait_status(session, "in-progress")
+    client = fork_client(harness, session)
+    caller = PacedCaller(client)
+    try:
+        call = harness.client.get(f"/call/{session.call_id}").get_json()
+        url = (call.get("monitor") or {}).get("listenUrl") or listen.listen_url(
+            harness.service.listen_ws_base, session.call_id
+        )
+        good = open_listener(url)
+        start = good.recv_json(timeout=WAIT)
+        assert start["type"] == "start" and start["channels"] == 2 and start["sampleRate"] == 16000
+        until(lambda: len(stalled) == 1)
+        slow = open_listener(url)
+        frames = []
+
+        def read():
+            while True:
+                try:
+                    msg = good.recv(timeout=WAIT)
+                except ForkClosed:
+                    return
+                if isinstance(msg, bytes):
+                    frames.append(msg)
+
+        reader = gevent.spawn(read)
+        next_json(client, "playAudio")  # the first message
+        caller.say(CALLER)
+        reply_with(client, "how many people")
+        # the stalled listener was dropped (1013) while the call went on
+        until(lambda: listen.default_hub().listeners_dropped >= 1)
+        release.set()
+        with pytest.raises(ForkClosed) as closed:
+            while True:
+                slow.recv(timeout=WAIT)
+        assert closed.value.code == 1013
+        until(lambda: session.pipeline.port.playing())
+        until(lambda: not session.pipeline.port.playing())
+        assert session.state.status == "in-progress"
+    finally:
+        caller.stop()
+    leg.hangup()
+    harness.wait_ended(session)
+    reader.join(timeout=WAIT)
+
+    pcm = b"".join(frames)
+    assert len(pcm) > 16000 * 4 * 3  # > 3 s of stereo
+    left, right = audioop.tomono(pcm, 2, 1, 0), audioop.tomono(pcm, 2, 0, 1)
+    step = 640 * 5  # 100 ms of mono
+    windows = [
+        (rms(left[i : i + step]), rms(right[i : i + step])) for i in range(0, len(left), step)
+    ]
+    assert any(lv > 300 and rv < lv / 4 for lv, rv in windows)  # the caller alone: left
+    assert any(rv > 300 and lv < rv / 4 for lv, rv in windows)  # the assistant alone: right
