@@ -236,3 +236,67 @@ def test_idle_connection_is_closed(streams):
         assert stream.close_reason == "idle timeout"
     finally:
         srv.stop(timeout=2)
+
+
+def _raw_client_bytes(path: str):
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import Request
+
+    ws = WSConnection(ConnectionType.CLIENT)
+    return ws, ws.send(Request(host="127.0.0.1", target=path, subprotocols=["audio.drachtio.org"]))
+
+
+def _in_memory_client_frames():
+    """A client connection that did its handshake in memory, to build masked frames."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request
+
+    cli, srv = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
+    srv.receive_data(cli.send(Request(host="x", target="/fork/x")))
+    next(srv.events())
+    cli.receive_data(srv.send(AcceptConnection()))
+    list(cli.events())
+    return cli
+
+
+def test_audio_in_the_same_packet_as_the_handshake(server, streams):
+    import socket
+
+    from wsproto.events import BytesMessage, TextMessage
+
+    pcm = speech("Everything in one packet.", 16000)[: 640 * 10]
+    _, request = _raw_client_bytes("/fork/one-packet?rate=16000")
+    cli = _in_memory_client_frames()
+    wire = request + cli.send(TextMessage(data='{"callId":"one-packet"}'))
+    wire += cli.send(BytesMessage(data=pcm[:1000])) + cli.send(BytesMessage(data=pcm[1000:]))
+    sock = socket.create_connection(server.address, timeout=5)
+    try:
+        sock.sendall(wire)
+        stream = streams.get(timeout=5)
+        assert stream.metadata == {"callId": "one-packet"}
+        got = b"".join(stream.read(timeout=5).caller for _ in range(10))
+        assert got == pcm
+    finally:
+        sock.close()
+
+
+def test_unmasked_client_frame_is_a_protocol_error(server, streams):
+    import socket
+
+    from wsproto.events import AcceptConnection, TextMessage
+
+    ws, request = _raw_client_bytes("/fork/unmasked?rate=16000")
+    sock = socket.create_connection(server.address, timeout=5)
+    try:
+        sock.sendall(request)
+        while not any(isinstance(e, AcceptConnection) for e in ws.events()):
+            ws.receive_data(sock.recv(4096))
+        sock.sendall(ws.send(TextMessage(data='{"callId":"unmasked"}')))
+        stream = streams.get(timeout=5)
+        sock.sendall(bytes([0x82, 4]) + speech("No mask.", 16000)[:4])  # binary, mask bit clear
+        assert stream.closed.wait(timeout=5)
+        assert stream.close_reason.startswith("protocol error")
+        reply = sock.recv(4096)
+        assert reply[:1] == b"\x88" and int.from_bytes(reply[2:4], "big") == 1002
+    finally:
+        sock.close()

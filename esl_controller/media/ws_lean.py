@@ -1,0 +1,219 @@
+"""Lean WebSocket frame parser (pure) for the server side of the hot audio path.
+
+wsproto costs about 15 µs per 20 ms audio frame (a generator chain, several objects per frame);
+at hundreds of streams per core that is a large share of the budget. This module parses only
+what a server receives from a client (RFC 6455 section 5): masked frames, unmasked here with one
+big-integer XOR per chunk. The handshake, everything the server sends, and control frames stay
+with wsproto: a control frame (close, ping, pong) is handed back whole, as the exact bytes that
+arrived, for the caller to feed to its ``wsproto.WSConnection``.
+
+Checks match wsproto's for a connection without extensions: RSV bits clear, client frames
+masked, known opcodes, continuation frames only inside a fragmented message and new data frames
+only outside one, control frames unfragmented and at most 125 bytes, minimal length encoding,
+64-bit lengths with the top bit clear, and text valid UTF-8 across fragments. A violation raises
+``ParseError`` carrying the close code to send (1002 protocol error, 1007 bad UTF-8, 1009 too
+big). Binary payloads are delivered as they arrive (a frame may be cut anywhere), so memory does
+not grow with a frame's size; a text message is capped at ``max_text_bytes``.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+_CONTROL = (OP_CLOSE, OP_PING, OP_PONG)
+
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007
+CLOSE_TOO_BIG = 1009
+
+
+class ParseError(Exception):
+    """The peer broke the protocol; ``code`` is the close code to answer with."""
+
+    def __init__(self, message: str, code: int = CLOSE_PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryData:
+    """Part of a binary message (possibly empty); ``message_finished`` on its last part."""
+
+    data: bytes
+    message_finished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TextData:
+    """Part of a text message, decoded so far; ``message_finished`` on its last part."""
+
+    data: str
+    message_finished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ControlFrame:
+    """A whole close/ping/pong frame, exactly as received (still masked)."""
+
+    opcode: int
+    raw: bytes
+
+
+LeanEvent = BinaryData | TextData | ControlFrame
+
+
+def unmask(payload: bytes | bytearray | memoryview, key: bytes, offset: int = 0) -> bytes:
+    """XOR ``payload`` with the 4-byte masking ``key``, starting ``offset`` bytes into the key."""
+    n = len(payload)
+    if n == 0:
+        return b""
+    offset &= 3
+    if offset:
+        key = key[offset:] + key[:offset]
+    mask = (key * ((n >> 2) + 1))[:n]
+    value = int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")
+    return value.to_bytes(n, "little")
+
+
+class ClientFrameParser:
+    """Feed bytes received from a WebSocket client; get ``LeanEvent`` lists back."""
+
+    def __init__(self, max_text_bytes: int = 1 << 20) -> None:
+        self.max_text_bytes = max_text_bytes
+        self._buf = bytearray()
+        # the data frame whose payload is being read (None between frames)
+        self._in_frame = False
+        self._remaining = 0
+        self._key = b""
+        self._key_pos = 0
+        self._fin = False
+        # the data message in progress (None outside a message)
+        self._message: int | None = None
+        self._text = codecs.getincrementaldecoder("utf-8")("strict")
+        self._text_bytes = 0
+        self.frames = 0
+
+    @property
+    def in_message(self) -> bool:
+        return self._message is not None
+
+    def feed(self, data: bytes) -> list[LeanEvent]:
+        buf = self._buf
+        if data:
+            buf += data
+        events: list[LeanEvent] = []
+        pos = 0
+        end = len(buf)
+        try:
+            while pos < end or (self._in_frame and self._remaining == 0):
+                if self._in_frame:
+                    pos = self._payload(buf, pos, end, events)
+                    if self._in_frame:
+                        break  # payload incomplete: wait for more
+                    continue
+                header = self._header(buf, pos, end, events)
+                if header < 0:
+                    break
+                pos = header
+        finally:
+            if pos:
+                del buf[:pos]
+        return events
+
+    def _header(self, buf: bytearray, pos: int, end: int, events: list[LeanEvent]) -> int:
+        """Parse one frame header at ``pos``; the new position, or -1 when incomplete."""
+        if end - pos < 2:
+            return -1
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        fin = bool(b0 & 0x80)
+        if b0 & 0x70:
+            raise ParseError("reserved bits set")
+        opcode = b0 & 0x0F
+        if not b1 & 0x80:
+            raise ParseError("client frame not masked")
+        length = b1 & 0x7F
+        head = 2
+        if length == 126:
+            if end - pos < 4:
+                return -1
+            length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+            head = 4
+            if length < 126:
+                raise ParseError("payload length not minimally encoded")
+        elif length == 127:
+            if end - pos < 10:
+                return -1
+            length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            head = 10
+            if length >> 63:
+                raise ParseError("payload length has its top bit set")
+            if length < 65536:
+                raise ParseError("payload length not minimally encoded")
+        if opcode in _CONTROL:
+            if not fin:
+                raise ParseError("fragmented control frame")
+            if length > 125:
+                raise ParseError("control frame payload over 125 bytes")
+            total = head + 4 + length
+            if end - pos < total:
+                return -1
+            events.append(ControlFrame(opcode, bytes(buf[pos : pos + total])))
+            return pos + total
+        if end - pos < head + 4:
+            return -1  # nothing changes until the whole header is here
+        if opcode == OP_CONTINUATION:
+            if self._message is None:
+                raise ParseError("continuation frame outside a fragmented message")
+        elif opcode in (OP_TEXT, OP_BINARY):
+            if self._message is not None:
+                raise ParseError("new data frame inside a fragmented message")
+            self._message = opcode
+        else:
+            raise ParseError(f"unknown opcode {opcode:#x}")
+        self._key = bytes(buf[pos + head : pos + head + 4])
+        self._key_pos = 0
+        self._remaining = length
+        self._fin = fin
+        self._in_frame = True
+        self.frames += 1
+        if self._message == OP_TEXT:
+            self._text_bytes += length
+            if self._text_bytes > self.max_text_bytes:
+                raise ParseError("text message too big", CLOSE_TOO_BIG)
+        return pos + head + 4
+
+    def _payload(self, buf: bytearray, pos: int, end: int, events: list[LeanEvent]) -> int:
+        take = min(self._remaining, end - pos)
+        if take == 0 and self._remaining:
+            return pos
+        with memoryview(buf) as view:  # released before the buffer is trimmed
+            chunk = unmask(view[pos : pos + take], self._key, self._key_pos)
+        self._key_pos = (self._key_pos + take) & 3
+        self._remaining -= take
+        done = self._remaining == 0
+        finished = done and self._fin
+        if done:
+            self._in_frame = False
+        if self._message == OP_BINARY:
+            if chunk or done:
+                events.append(BinaryData(chunk, finished))
+        else:
+            try:
+                text = self._text.decode(chunk, final=finished)
+            except UnicodeDecodeError as exc:
+                raise ParseError(f"invalid UTF-8 in text: {exc}", CLOSE_INVALID_DATA) from exc
+            if text or done:
+                events.append(TextData(text, finished))
+        if finished:
+            self._message = None
+            self._text_bytes = 0
+            self._text.reset()
+        return pos + take
