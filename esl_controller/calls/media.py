@@ -83,12 +83,16 @@ class ForkMediaPort:
         self._closed = False
         self._epoch = 0  # bumped by stop_playback: audio of an older epoch is dropped
         self.last_assistant_frame: bytes | None = None
+        #: a ``media.background.BackgroundMixer`` mixed under every chunk of speech (backgroundSound)
+        self.background: Any = None
         self.counters = {"play_messages": 0, "dropped_bytes": 0, "broadcasts": 0, "breaks": 0}
 
     # -- MediaPort
     def play(self, pcm16: bytes, *, text: str = "") -> None:
         if self._closed or not pcm16:
             return
+        if self.background is not None:
+            pcm16 = self.background.mix(pcm16)
         if self._waiting_bytes + len(pcm16) > self._max_waiting:
             self.counters["dropped_bytes"] += len(pcm16)
             return

@@ -113,6 +113,12 @@ class PipelineFactory:
             clock=clock,
             **kwargs,
         )
+        mixer = self._background(body, overrides, session.state.direction, port.sample_rate)
+        if mixer is not None:
+            if isinstance(port, ForkMediaPort):
+                port.background = mixer
+            elif hasattr(port, "background"):
+                port.background = mixer
         runners = [runner]
         conversation.handoff_resolver = self._handoff_resolver(session, row.id, runners)
         recorder, on_stop = self._recorder(row, body, overrides, port.sample_rate)
@@ -200,6 +206,43 @@ class PipelineFactory:
             hosted.build_with_fallbacks("llm", model),
             hosted.build_with_fallbacks("tts", voice),
         )
+
+    def _background(
+        self,
+        body: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None,
+        direction: str,
+        rate: int,
+    ) -> Any:
+        """``backgroundSound`` as a ``BackgroundMixer`` (None: off, or a URL that is not a stored file)."""
+        from esl_controller.media import background as bg
+
+        value = (overrides or {}).get("backgroundSound", body.get("backgroundSound"))
+        choice = bg.setting(value, direction)
+        if choice == "off":
+            return None
+        if choice == "office":
+            return bg.BackgroundMixer(bg.office_bed(rate))
+        file_id = bg.file_id_from_url(choice, self.settings.public_url)
+        if file_id is None:
+            log.warning("backgroundSound %r is not a stored /file URL: not fetched", choice[:200])
+            return None
+        try:
+            return bg.BackgroundMixer(bg.wav_bed(self._file_bytes(file_id), rate))
+        except (LookupError, OSError, ValueError) as exc:
+            log.warning("backgroundSound file %s not used: %s", file_id, exc)
+            return None
+
+    def _file_bytes(self, file_id: str) -> bytes:
+        from esl_controller.calls.persist import transaction
+        from esl_controller.db.models import File
+        from esl_controller.storage import BlobStore, files_root
+
+        with transaction():
+            row = File.get_or_none(File.id == file_id)
+        if row is None:
+            raise LookupError("no such file")
+        return BlobStore(files_root(self.settings.data_dir)).path(row.sha256).read_bytes()
 
     def _handoff_resolver(self, session: Any, call_id: str, runners: list[Any]) -> Callable:
         """The conversation's handoff resolver: the next assistant by id or name among the stored
