@@ -124,6 +124,7 @@ install_fs_conf() {
   install -m 0640 "${conf}"/autoload_configs/*.xml "${FS_CONF}/autoload_configs/"
   install -d "${FS_CONF}/dialplan/public" "${FS_CONF}/directory/default"
   install -m 0640 "${conf}/dialplan/public/00_esl_controller.xml" "${FS_CONF}/dialplan/public/"
+  install -m 0640 "${conf}/dialplan/esl_transfer.xml" "${FS_CONF}/dialplan/"
   install -m 0640 "${conf}/directory/default/esl_controller_softphone.xml" "${FS_CONF}/directory/default/"
   if ! grep -q 'vars_esl_controller.xml' "${FS_CONF}/vars.xml"; then
     sed -i '0,/<include>/s||<include>\n  <X-PRE-PROCESS cmd="include" data="vars_esl_controller.xml"/>|' "${FS_CONF}/vars.xml"

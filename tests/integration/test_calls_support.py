@@ -22,6 +22,7 @@ class Harness:
         freeswitch: bool = True,
         hook_secret: str = "",
         peer=None,
+        pipeline: bool = False,
         **fs_over,
     ) -> None:
         from api import create_app
@@ -42,8 +43,8 @@ class Harness:
         )
         calls = dataclasses.replace(settings.calls, end_grace_seconds=1.0, control_timeout=5.0)
         auth = dataclasses.replace(settings.auth, hook_secret=hook_secret)
-        # the control plane alone: no voice pipeline (tests/integration/test_e2e_calls.py runs it)
-        media = dataclasses.replace(settings.media, pipeline_enabled=False)
+        # the control plane alone unless asked (the e2e tests pass pipeline=True)
+        media = dataclasses.replace(settings.media, pipeline_enabled=pipeline)
         self.settings = dataclasses.replace(
             settings, freeswitch=fs, calls=calls, auth=auth, media=media
         )

@@ -37,7 +37,9 @@ CALLER = "Hello, I would like to book a table for two people tonight."
 @pytest.fixture
 def harness(settings, database, api_key):
     media = dataclasses.replace(settings.media, webcall_port=0, listen_port=0, warm_stt=False)
-    yield from run_harness(dataclasses.replace(settings, media=media), database, api_key)
+    yield from run_harness(
+        dataclasses.replace(settings, media=media), database, api_key, pipeline=True
+    )
 
 
 def until(pred, timeout=WAIT):

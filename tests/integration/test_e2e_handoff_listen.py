@@ -36,19 +36,11 @@ CALLER = "Hello, I would like to book a table for two people tonight."
 
 
 @pytest.fixture
-def harness(settings, database, api_key, monkeypatch):
-    from esl_controller.controller import Controller
-
-    start = Controller.start
-
-    def start_with_pipeline(self):  # the shared harness turns the voice pipeline off
-        media = dataclasses.replace(self.settings.media, pipeline_enabled=True)
-        self.settings = dataclasses.replace(self.settings, media=media)
-        return start(self)
-
-    monkeypatch.setattr(Controller, "start", start_with_pipeline)
+def harness(settings, database, api_key):
     media = dataclasses.replace(settings.media, webcall_port=0, listen_port=0, warm_stt=False)
-    yield from run_harness(dataclasses.replace(settings, media=media), database, api_key)
+    yield from run_harness(
+        dataclasses.replace(settings, media=media), database, api_key, pipeline=True
+    )
 
 
 def setup_assistants(database, phone, model=MODEL):
