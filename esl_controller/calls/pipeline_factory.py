@@ -11,6 +11,7 @@ called once per answered call with its ``CallSession``, it returns a ``calls.med
   providers when a block is absent (scripted model, espeak-ng, whisper tiny.en);
 * tools: the toolset of the assistant's model block run by a ``ToolRunner``;
 * the port: the web-call client's ``WebCallPort`` for web calls, else a ``ForkMediaPort``;
+* the VAD: ``startSpeakingPlan.vad`` picks webrtcvad (default) or Silero (``media.silero``);
 * recording (``artifactPlan.recordingEnabled``, default true): ``<data_dir>/recordings/<id>.mono.wav``
   and ``.stereo.wav``, Artifact rows, ``artifact.recordingUrl`` / ``stereoRecordingUrl``.
 """
@@ -103,6 +104,8 @@ class PipelineFactory:
         kwargs: dict[str, Any] = dict(self.conversation_kwargs)
         if runner is not None:
             kwargs["tool_runner"] = runner
+        if "vad_confidence" not in kwargs:
+            kwargs["vad_confidence"] = _vad_confidence(call_id, config, port.sample_rate)
         conversation = Conversation(
             config,
             port,
@@ -405,6 +408,18 @@ class PipelineFactory:
         session.notify(
             PipelineNotice("error", {"endedReason": reason, "message": message, "fatal": True})
         )
+
+
+def _vad_confidence(call_id: str, config: Any, rate: int) -> Any:
+    """``startSpeakingPlan.vad`` ("webrtc" default, "silero"; see ``media.silero``) as the VAD's
+    confidence function (None: webrtcvad). An unusable choice falls back to webrtcvad, logged."""
+    from esl_controller.media import silero
+
+    try:
+        return silero.confidence_for(silero.vad_choice(config.start_speaking_plan), rate)
+    except (ValueError, OSError, ImportError) as exc:
+        log.warning("call %s: VAD falls back to webrtcvad: %s", call_id, exc)
+        return None
 
 
 def _name(data: Mapping[str, Any], row: Any) -> Any:
