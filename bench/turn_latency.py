@@ -1,6 +1,6 @@
 """Turn latency: what the runtime adds between the caller's end of speech and the first audio out.
 
-Three measurements, all through the real :class:`~esl_controller.pipeline.conversation.Conversation`
+Measurements, all through the real :class:`~esl_controller.pipeline.conversation.Conversation`
 (VAD on espeak-ng speech, sentence chunking, notices, the playout pacer):
 
 1. **runtime-added, one call**: fake STT/model/TTS with fixed latencies (``--stt-ms``, ``--llm-ms``,
@@ -13,8 +13,16 @@ Three measurements, all through the real :class:`~esl_controller.pipeline.conver
    installed, the embedded whisper STT in a worker process. Reported as detection -> first audio and as
    end of voice -> first audio (adds the endpointing wait, ``startSpeakingPlan.waitSeconds`` = 0.4 s).
 
+4. **web calls** over the WebSocket transport (client in another process).
+5. **hosted** (``--hosted``, on its own): the real hosted provider classes (OpenAI transcriptions,
+   OpenAI-compatible chat SSE, ElevenLabs stream) against the fakes of ``tests/fakes`` run in another
+   process (``bench/_hosted_fakes.py``) with configured latencies, with and without a function tool call
+   through the ToolRunner (``--tool-ms``); runtime-added = end of speech -> first audio out minus the
+   configured latencies.
+
     .venv/bin/python bench/turn_latency.py --quick     # < 1 minute
     .venv/bin/python bench/turn_latency.py
+    .venv/bin/python bench/turn_latency.py --hosted [--quick]
 
 The last line is the headline.
 """
@@ -238,6 +246,111 @@ def offline(turns: int) -> tuple[list[float], str]:
     return totals, stt_name
 
 
+# -- 5. hosted providers against local fakes in another process ---------------------------------------
+
+
+def hosted(args, turns: int) -> dict[str, list[float]]:
+    """Turns through the real hosted provider classes (OpenAI transcriptions, OpenAI-compatible chat, ElevenLabs)
+    and a function tool through the ToolRunner; the fakes run in ``bench/_hosted_fakes.py``'s process.
+
+    Runtime-added = (firstAudioOut - endOfSpeech) minus the fakes' configured latencies: STT + model
+    (twice with the tool: the tool call, then the answer) + tool server + TTS. What remains is the runtime
+    plus the HTTP clients and loopback round trips (a hosted deployment pays those too)."""
+    import json
+    import subprocess
+
+    from esl_controller.pipeline.conversation import Conversation
+    from esl_controller.pipeline.providers import hosted as hosted_providers
+    from esl_controller.pipeline.providers.testing import RecordingPort
+    from esl_controller.pipeline.tools.runner import ToolHttpSettings, ToolRunner
+    from esl_controller.pipeline.tools.spec import build_toolset
+    from esl_controller.webhooks.messages import MessageContext
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(here, "_hosted_fakes.py")]
+        + [str(v) for v in (args.stt_ms, args.llm_ms, args.tts_ms, args.tool_ms)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        urls = json.loads(proc.stdout.readline())
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+            "server": {"url": urls["tool"]},
+        }
+        out: dict[str, list[float]] = {}
+        for label, with_tool in (("no tool", False), ("tool", True)):
+            model = {"provider": "openai", "model": "gpt-4o-mini", "url": urls["llm"]}
+            if with_tool:
+                model["tools"] = [tool]
+            body = {
+                "firstMessageMode": "assistant-waits-for-user",
+                "model": model,
+                "transcriber": {"provider": "openai", "model": "whisper-1", "url": urls["stt"]},
+                "voice": {
+                    "provider": "11labs",
+                    "voiceId": "bench",
+                    "url": urls["tts"],
+                    "cachingEnabled": False,
+                    "credential": {"provider": "11labs", "apiKey": urls["ttsKey"]},
+                },
+            }
+            runner = None
+            if with_tool:
+                runner = ToolRunner(
+                    MessageContext(call={"id": "bench"}, assistant={"id": "bench"}),
+                    build_toolset(model),
+                    ToolHttpSettings(fillers=()),
+                )
+            port = RecordingPort(RATE, speed=1000.0)
+            conv = Conversation(
+                body,
+                port,
+                stt=hosted_providers.build_with_fallbacks("stt", body["transcriber"]),
+                llm=hosted_providers.build_with_fallbacks("llm", model),
+                tts=hosted_providers.build_with_fallbacks("tts", body["voice"]),
+                tool_runner=runner,
+            )
+            conv.start()
+            pcm = utterance_pcm()
+            try:
+                for n in range(1, turns + 2):  # the first turn warms connections and the fake's TTS
+                    for i in range(0, len(pcm), FRAME):
+                        conv.feed(pcm[i : i + FRAME], 0.0)
+                    port.wait_for(
+                        "turn-timing",
+                        lambda t, n=n, port=port: (
+                            "endOfSpeech" in t and len(reply_timings(port)) >= n
+                        ),
+                        timeout=30,
+                    )
+                    port.wait_played(lambda p: not p.playing(), timeout=5)
+            finally:
+                conv.stop()
+                if runner is not None:
+                    runner.close()
+            configured = args.stt_ms + args.llm_ms + args.tts_ms
+            if with_tool:
+                configured += args.llm_ms + args.tool_ms
+            out[label] = [
+                (t["firstAudioOut"] - t["endOfSpeech"]) * 1000.0 - configured
+                for t in reply_timings(port)[1:]
+            ]
+        return out
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 # -- 4. web calls over the WebSocket transport ---------------------------------------------------------
 
 
@@ -342,6 +455,28 @@ def webcall_load(args, calls: int, seconds: float) -> tuple[list[float], list[fl
     return added, lateness, audio_seconds
 
 
+def hosted_main(args) -> int:
+    turns = args.turns
+    print(
+        f"hosted providers (OpenAI transcriptions, OpenAI-compatible chat SSE, ElevenLabs stream; fakes in "
+        f"another process): stt {args.stt_ms:.0f} ms, model {args.llm_ms:.0f} ms, tts {args.tts_ms:.0f} ms, "
+        f"tool server {args.tool_ms:.0f} ms before answering"
+    )
+    res = hosted(args, turns)
+    for label, vals in res.items():
+        print(
+            f"  {label}: {len(vals)} turns, runtime-added p50 {pct(vals, 50):.1f} ms, "
+            f"p95 {pct(vals, 95):.1f} ms, max {max(vals):.1f} ms"
+        )
+    a, b = res["no tool"], res["tool"]
+    print(
+        f"turn_latency --hosted: runtime-added per turn p50 {pct(a, 50):.1f} / p95 {pct(a, 95):.1f} ms "
+        f"without a tool, p50 {pct(b, 50):.1f} / p95 {pct(b, 95):.1f} ms with a function tool call "
+        f"(end of speech -> first audio out minus configured provider and tool latencies)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run (< 1 minute)")
@@ -355,6 +490,15 @@ def main(argv: list[str] | None = None) -> int:
         "--webcall-calls", type=int, default=50, help="concurrent web calls (0: skip)"
     )
     parser.add_argument("--webcall-client", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--hosted",
+        action="store_true",
+        help="only the hosted-provider stage: real hosted provider classes and a function tool "
+        "against local fake servers in another process",
+    )
+    parser.add_argument(
+        "--tool-ms", type=float, default=150.0, help="tool server latency (--hosted)"
+    )
     args = parser.parse_args(argv)
     if args.webcall_client:
         host, port, calls, seconds = args.webcall_client.split(":")
@@ -367,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.hosted:
+        return hosted_main(args)
     print(
         f"fake providers: stt {args.stt_ms:.0f} ms, model first token {args.llm_ms:.0f} ms, tts first byte {args.tts_ms:.0f} ms"
     )
