@@ -115,12 +115,17 @@ class WebCallPort:
         self.notice_sink: Callable[[PipelineNotice], None] | None = None
         self.playout = Playout(sample_rate, self._send_frame, name=call_id)
         self.ended_reason: str | None = None
+        #: a ``media.background.BackgroundMixer`` mixed under every chunk of speech (backgroundSound;
+        #: web calls default to off, the pipeline factory sets it when the assistant asks for one)
+        self.background: Any = None
 
     def _send_frame(self, frame: bytes) -> None:
         self._conn.send_bytes(ulaw_encode(frame) if self.format == "mulaw" else frame)
 
     # MediaPort
     def play(self, pcm16: bytes, *, text: str = "") -> None:
+        if self.background is not None and pcm16:
+            pcm16 = self.background.mix(pcm16)
         self.playout.enqueue(pcm16)
 
     def stop_playback(self) -> float:
