@@ -297,7 +297,7 @@ class Conversation:
                 continue
             started = self.clock()
             try:
-                result = self.stt.transcribe(audio, self.rate, timeout=self.timeouts.stt)
+                result = self._transcribe_once_more_if_retryable(audio)
             except ProviderError as exc:
                 self._fail(exc)
                 continue
@@ -307,6 +307,18 @@ class Conversation:
                 continue
             self._usage(result.usage)
             self._on_final(result.text, detected, seconds, started)
+
+    def _transcribe_once_more_if_retryable(self, audio: bytes):
+        """Transcribe an utterance; a retryable failure (a worker that died, a timeout, a 5xx) is tried once more
+        before it becomes a pipeline error, so one lost worker does not end the call."""
+        assert self.stt is not None
+        try:
+            return self.stt.transcribe(audio, self.rate, timeout=self.timeouts.stt)
+        except ProviderError as exc:
+            if not exc.retryable or self.stopped:
+                raise
+            log.warning("call %s: transcriber failed (%s); trying the utterance once more", self.call_id, exc)
+            return self.stt.transcribe(audio, self.rate, timeout=self.timeouts.stt)
 
     # ------------------------------------------------------------------ streaming STT
 
