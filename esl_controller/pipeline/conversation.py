@@ -317,7 +317,11 @@ class Conversation:
         except ProviderError as exc:
             if not exc.retryable or self.stopped:
                 raise
-            log.warning("call %s: transcriber failed (%s); trying the utterance once more", self.call_id, exc)
+            log.warning(
+                "call %s: transcriber failed (%s); trying the utterance once more",
+                self.call_id,
+                exc,
+            )
             return self.stt.transcribe(audio, self.rate, timeout=self.timeouts.stt)
 
     # ------------------------------------------------------------------ streaming STT
