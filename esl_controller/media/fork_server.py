@@ -28,10 +28,8 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.lock import Semaphore
 from gevent.queue import Empty, Full, Queue
 from gevent.server import StreamServer
-from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -52,6 +50,7 @@ from esl_controller.media.fork_codec import (
     ForkTarget,
     Metadata,
 )
+from esl_controller.media.ws_socket import ServerSocket
 
 log = logging.getLogger("esl_controller.media.fork")
 
@@ -242,17 +241,13 @@ class ForkStream:
         self.closed.set()
 
 
-class _Connection:
+class _Connection(ServerSocket):
     """The socket side of one fork: handshake, read loop, serialized writes."""
 
+    what = "fork"
+
     def __init__(self, server: ForkServer, sock: socket.socket, address: Any) -> None:
-        self.server = server
-        self.sock = sock
-        self.address = address
-        self.ws = WSConnection(ConnectionType.SERVER)
-        self._write_lock = Semaphore()
-        self._closing = False
-        self._done = False
+        super().__init__(server, sock, address)
         self.stream: ForkStream | None = None
         self.target: ForkTarget | None = None
         self.subprotocol: str | None = None
@@ -266,13 +261,6 @@ class _Connection:
 
     # ---------------------------------------------------------------- writes
 
-    def _write(self, data: bytes) -> None:
-        if not data or self._done:
-            return
-        with self._write_lock:
-            with gevent.Timeout(self.server.send_timeout, TimeoutError("fork send timed out")):
-                self.sock.sendall(data)
-
     def send_text(self, text: str) -> None:
         if self._closing or self._done:
             raise StreamClosed("fork connection is closing")
@@ -280,28 +268,6 @@ class _Connection:
             self._write(self.ws.send(TextMessage(data=text)))
         except LocalProtocolError as exc:
             raise StreamClosed(str(exc)) from exc
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        if self._closing or self._done:
-            return
-        self._closing = True
-        try:
-            self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
-        except (OSError, TimeoutError, LocalProtocolError) as exc:
-            log.debug("fork close send failed: %s", exc)
-            self._abort()
-            return
-        gevent.spawn_later(self.server.close_timeout, self._abort)
-
-    def _abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
 
     # ---------------------------------------------------------------- reading
 

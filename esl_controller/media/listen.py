@@ -66,6 +66,7 @@ from wsproto.events import TextMessage as WsText
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from esl_controller.media.codecs import Resampler, stereo_interleave
+from esl_controller.media.ws_socket import shutdown_and_close
 
 log = logging.getLogger("esl_controller.media.listen")
 
@@ -330,11 +331,7 @@ class _ListenConnection:
         if self._done:
             return
         self._done = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        shutdown_and_close(self.sock)
 
     def run(self) -> None:
         hub = self.server.hub

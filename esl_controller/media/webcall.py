@@ -30,9 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import gevent
 from gevent.event import Event
-from gevent.lock import Semaphore
 from gevent.server import StreamServer
-from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -46,6 +44,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from esl_controller.media.codecs import FrameChunker, ulaw_decode, ulaw_encode
 from esl_controller.media.playout import Playout
+from esl_controller.media.ws_socket import ServerSocket
 from esl_controller.pipeline.ports import PipelineNotice
 
 log = logging.getLogger("esl_controller.media.webcall")
@@ -187,15 +186,11 @@ def client_message(notice: PipelineNotice) -> dict[str, Any] | None:
     return None
 
 
-class _Connection:
+class _Connection(ServerSocket):
+    what = "web call"
+
     def __init__(self, server: WebCallServer, sock: socket.socket, address: Any) -> None:
-        self.server = server
-        self.sock = sock
-        self.address = address
-        self.ws = WSConnection(ConnectionType.SERVER)
-        self._lock = Semaphore()
-        self._closing = False
-        self._done = False
+        super().__init__(server, sock, address)
         self.call_id = ""
         self.query: dict[str, str] = {}
         self.session: WebCallSession | None = None
@@ -205,13 +200,6 @@ class _Connection:
         self._bin: list[bytes] = []
         self._t0 = time.monotonic()
         self.end_reason = "open"
-
-    def _write(self, data: bytes) -> None:
-        if not data or self._done:
-            return
-        with self._lock:
-            with gevent.Timeout(self.server.send_timeout, TimeoutError("web call send timed out")):
-                self.sock.sendall(data)
 
     def send_bytes(self, data: bytes) -> None:
         if self._closing or self._done:
@@ -228,27 +216,6 @@ class _Connection:
             self._write(self.ws.send(TextMessage(data=text)))
         except LocalProtocolError as exc:
             raise WebCallClosed(str(exc)) from exc
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        if self._closing or self._done:
-            return
-        self._closing = True
-        try:
-            self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
-        except (OSError, TimeoutError, LocalProtocolError):
-            self._abort()
-            return
-        gevent.spawn_later(self.server.close_timeout, self._abort)
-
-    def _abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
 
     # ------------------------------------------------------------------ reading
 
