@@ -42,7 +42,11 @@ def harness(settings, database, api_key):
     )
 
 
-def until(pred, timeout=WAIT):
+# waits that include real speech recognition (whisper in worker processes) get more room on a busy machine
+SPEECH_WAIT = 30.0
+
+
+def until(pred, timeout=SPEECH_WAIT):
     """Bounded wait for a condition another greenlet makes true."""
     deadline = time.monotonic() + timeout
     while not pred():
@@ -66,7 +70,7 @@ def fork_client(harness, session):
     return client
 
 
-def next_json(client, kind, timeout=WAIT):
+def next_json(client, kind, timeout=SPEECH_WAIT):
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
