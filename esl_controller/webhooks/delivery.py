@@ -26,7 +26,6 @@ import http.client
 import json
 import logging
 import random
-import socket
 import ssl
 import time
 import uuid
@@ -47,6 +46,7 @@ from esl_controller.db.models.webhooks import WebhookAttempt, WebhookJob
 from esl_controller.security.secrets_box import SecretBox, SecretBoxError
 from esl_controller.webhooks import queue
 from esl_controller.webhooks.outbox import ID_HEADER, SEALED_SECRET_KEY
+from esl_controller.webhooks.pinned import PinnedConnection, system_resolver
 from esl_controller.webhooks.signing import (
     Auth,
     OAuth2Auth,
@@ -87,15 +87,6 @@ class DeliverySettings:
     url_policy: UrlPolicy = field(default_factory=UrlPolicy)
 
 
-def system_resolver(host: str, port: int) -> list[str]:
-    seen: list[str] = []
-    for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        addr = str(info[4][0])
-        if addr not in seen:
-            seen.append(addr)
-    return seen
-
-
 # --------------------------------------------------------------------------------------------- HTTP
 
 
@@ -109,33 +100,6 @@ class HttpResult:
     permanent: bool = False
 
 
-class _PinnedConnection(http.client.HTTPConnection):
-    """HTTP to ``address`` (already checked) while Host and TLS names stay the URL's host."""
-
-    def __init__(self, host: str, port: int, address: str, connect_timeout: float) -> None:
-        super().__init__(host, port, timeout=connect_timeout)
-        self.address = address
-        self.connect_timeout = connect_timeout
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), timeout=self.connect_timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(self.timeout)
-        self.sock = sock
-
-
-class _PinnedTLSConnection(_PinnedConnection):
-    default_port = 443
-
-    def __init__(self, host: str, port: int, address: str, connect_timeout: float) -> None:
-        super().__init__(host, port, address, connect_timeout)
-        self.context = ssl.create_default_context()
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host)
-
-
 class _Redirect(Exception):
     pass
 
@@ -146,7 +110,7 @@ class HttpClient:
     def __init__(self, settings: DeliverySettings, resolver: Resolver = system_resolver) -> None:
         self.settings = settings
         self.resolver = resolver
-        self._conns: OrderedDict[tuple, _PinnedConnection] = OrderedDict()
+        self._conns: OrderedDict[tuple, PinnedConnection] = OrderedDict()
 
     def close(self) -> None:
         for conn in self._conns.values():
@@ -213,8 +177,9 @@ class HttpClient:
         if conn is not None:
             self._conns[key] = conn
             return conn, True
-        cls = _PinnedTLSConnection if scheme == "https" else _PinnedConnection
-        conn = cls(host, port, address, self.settings.connect_timeout)
+        conn = PinnedConnection(
+            host, port, address, self.settings.connect_timeout, tls=scheme == "https"
+        )
         self._conns[key] = conn
         while len(self._conns) > 16:
             _, old = self._conns.popitem(last=False)

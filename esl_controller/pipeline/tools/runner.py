@@ -36,7 +36,6 @@ import http.client
 import json
 import logging
 import re
-import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,6 +58,7 @@ from esl_controller.pipeline.tools.templating import (
     render_url,
 )
 from esl_controller.webhooks import messages as wm
+from esl_controller.webhooks.pinned import PinnedConnection, system_resolver
 from esl_controller.webhooks.signing import (
     Auth,
     OAuth2Auth,
@@ -84,15 +84,6 @@ QUEUED_RESULT = "queued"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DTMF_RE = re.compile(r"^[0-9A-Da-d*#wW]{1,64}$")
 ANNOUNCE = "destination-message"
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    seen: list[str] = []
-    for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        addr = str(info[4][0])
-        if addr not in seen:
-            seen.append(addr)
-    return seen
 
 
 @dataclass(frozen=True)
@@ -180,21 +171,6 @@ class _Deadline(Exception):
     pass
 
 
-class _Pinned(http.client.HTTPConnection):
-    """HTTP to an address that passed the URL policy, while Host (and TLS SNI) stay the URL's host."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float, tls: bool) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.address, self.tls = address, tls
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), timeout=self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.tls:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
-        self.sock = sock
-
-
 def http_request(
     method: str,
     url: str,
@@ -219,17 +195,17 @@ def http_request(
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     limit = settings.max_response_bytes
-    conn: _Pinned | None = None
+    conn: PinnedConnection | None = None
     try:
         with gevent.Timeout(timeout, _Deadline()):
             last_error: OSError | None = None
             for address in decision.addresses:
-                conn = _Pinned(
+                conn = PinnedConnection(
                     decision.host,
                     decision.port,
                     address,
                     min(timeout, settings.connect_timeout),
-                    parts.scheme.lower() == "https",
+                    tls=parts.scheme.lower() == "https",
                 )
                 try:
                     conn.connect()
