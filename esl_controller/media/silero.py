@@ -20,10 +20,13 @@ so 8 kHz streams are upsampled to 16 kHz (``codecs.Resampler``, state kept per s
 fed in 256-sample windows.
 
 **Streaming.** One :class:`SileroConfidence` per stream keeps the recurrent state, the 64-sample
-context and a small buffer that maps 20 ms frames (320 samples at 16 kHz) onto 512-sample windows;
-each frame is given the probability of the latest complete window (up to 32 ms behind). One
-``InferenceSession`` per process (intra- and inter-op threads 1), shared by every stream:
-``run()`` is thread-safe and all per-stream state lives in the stream's object.
+context and the part-filled window that maps 20 ms frames (320 samples at 16 kHz) onto 512-sample
+windows; each frame is given the probability of the latest complete window (up to 32 ms behind), and
+the model runs only when a window completes. One ``InferenceSession`` per process (intra- and
+inter-op threads 1), shared by every stream: runs are thread-safe and all per-stream state (buffers
+and ``IOBinding`` objects) lives in the stream's object. Samples are scaled straight into a
+preallocated model input, nothing is concatenated or copied per frame: the detector costs about what
+the model's own ``run()`` does (``bench/vad_cost.py``).
 """
 
 from __future__ import annotations
@@ -103,10 +106,17 @@ def _check_graph(sess: Any, path: str) -> None:
 
 
 class SileroConfidence:
-    """``frame -> speech probability`` for one stream (mono L16 at 8 or 16 kHz, any frame size)."""
+    """``frame -> speech probability`` for one stream (mono L16 at 8 or 16 kHz, any frame size).
+
+    No array is built per frame: samples are scaled straight into a preallocated ``[1, 576]`` input
+    row (context, then window) and the model runs through an ``IOBinding`` whose inputs and
+    outputs are this stream's own arrays; the LSTM state ping-pongs between two pairs of buffers,
+    so no output is ever written over an input of the same run.
+    """
 
     def __init__(self, sample_rate: int, path: str | Path | None = None) -> None:
         import numpy as np
+        from onnxruntime import OrtValue
 
         if sample_rate not in (8000, 16000):
             raise ValueError(f"Silero VAD runs at 8 or 16 kHz, not {sample_rate} Hz")
@@ -114,44 +124,61 @@ class SileroConfidence:
         self.sample_rate = sample_rate
         self._session = session(path)
         self._resampler = Resampler(sample_rate, MODEL_RATE) if sample_rate != MODEL_RATE else None
-        self._h = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._c = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._context = np.zeros(CONTEXT, dtype=np.float32)
-        self._buf = np.zeros(0, dtype=np.float32)
+        self._scale = np.float32(1.0 / 32768.0)  # a power of two: the same floats as / 32768
+        self._input = np.zeros((1, CONTEXT + WINDOW), dtype=np.float32)
+        self._row = self._input[0]
+        self._fill = CONTEXT  # next free sample of the row; the first CONTEXT are context
+        self._states = [np.zeros(STATE_SHAPE, dtype=np.float32) for _ in range(4)]  # h0 c0 h1 c1
+        self._prob = np.zeros(1, dtype=np.float32)
+        prob = OrtValue.ortvalue_from_numpy(self._prob)
+        self._bindings = []
+        for read, write in ((0, 2), (2, 0)):
+            binding = self._session.io_binding()
+            binding.bind_cpu_input("input", self._input)
+            binding.bind_cpu_input("h", self._states[read])
+            binding.bind_cpu_input("c", self._states[read + 1])
+            binding.bind_ortvalue_output("speech_probs", prob)
+            for name, index in (("hn", write), ("cn", write + 1)):
+                state = OrtValue.ortvalue_from_numpy(self._states[index])
+                binding.bind_ortvalue_output(name, state)
+            self._bindings.append(binding)
+        self._turn = 0  # which binding runs next (its outputs are the other one's inputs)
         self.probability = 0.0
         self.windows = 0
 
     def __call__(self, frame: bytes) -> float:
-        np = self._np
         pcm = self._resampler.process(frame) if self._resampler is not None else frame
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        buf = np.concatenate((self._buf, samples)) if self._buf.size else samples
-        n = buf.size // WINDOW
-        if n:
-            self.probability = self._run(buf[: n * WINDOW].reshape(n, WINDOW))
-        self._buf = buf[n * WINDOW :].copy()
+        samples = self._np.frombuffer(pcm, dtype="<i2")
+        row, fill, total = self._row, self._fill, CONTEXT + WINDOW
+        done, count = 0, samples.size
+        while done < count:
+            take = min(total - fill, count - done)
+            self._np.multiply(samples[done : done + take], self._scale, out=row[fill : fill + take])
+            fill += take
+            done += take
+            if fill == total:
+                self._run()
+                row[:CONTEXT] = row[-CONTEXT:]
+                fill = CONTEXT
+        self._fill = fill
         return self.probability
 
-    def _run(self, windows: Any) -> float:
-        """Run whole windows in order (one call; the model's LSTM steps along the batch axis)."""
-        np = self._np
-        contexts = np.empty((windows.shape[0], CONTEXT), dtype=np.float32)
-        contexts[0] = self._context
-        contexts[1:] = windows[:-1, -CONTEXT:]
-        batch = np.concatenate((contexts, windows), axis=1)
-        probs, self._h, self._c = self._session.run(
-            None, {"input": batch, "h": self._h, "c": self._c}
-        )
-        self._context = windows[-1, -CONTEXT:].copy()
-        self.windows += windows.shape[0]
-        return float(np.asarray(probs).reshape(-1)[-1])
+    def _run(self) -> None:
+        """One window (the row as it stands); the state moves to the other pair of buffers."""
+        self._session.run_with_iobinding(self._bindings[self._turn])
+        self._turn ^= 1
+        self.windows += 1
+        self.probability = float(self._prob[0])
 
     def reset(self) -> None:
-        np = self._np
-        self._h = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._c = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._context = np.zeros(CONTEXT, dtype=np.float32)
-        self._buf = np.zeros(0, dtype=np.float32)
+        """Back to a fresh stream: state, context, part-filled window and resampler."""
+        if self._resampler is not None:
+            self._resampler.reset()
+        for state in self._states:
+            state.fill(0.0)
+        self._input.fill(0.0)
+        self._fill = CONTEXT
+        self._turn = 0
         self.probability = 0.0
 
 

@@ -4,9 +4,10 @@ import time
 
 import numpy as np
 import pytest
-from audio_fixtures import PHRASES, frames, speech_with_gaps
+from audio_fixtures import PHRASES, committed_wav, frames, speech_with_gaps
 
 from esl_controller.media import silero
+from esl_controller.media.codecs import Resampler, resample, silence
 from esl_controller.media.vad import SpeechEnded, SpeechStarted, VoiceActivityDetector
 
 
@@ -29,6 +30,43 @@ def noisy(spoken, snr_db, seed=7):
     power = float(np.mean(voiced**2))
     noise = np.random.default_rng(seed).normal(0.0, np.sqrt(power / 10 ** (snr_db / 10)), x.size)
     return np.clip(x + noise, -32768, 32767).astype("<i2").tobytes()
+
+
+def reference(pcm16k):
+    """Silero run the plain way: one window at a time, context concatenated, fresh arrays each run."""
+    x = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
+    h = np.zeros(silero.STATE_SHAPE, dtype=np.float32)
+    c = np.zeros(silero.STATE_SHAPE, dtype=np.float32)
+    context = np.zeros(silero.CONTEXT, dtype=np.float32)
+    probs = []
+    for i in range(x.size // silero.WINDOW):
+        window = x[i * silero.WINDOW : (i + 1) * silero.WINDOW]
+        batch = np.concatenate((context, window))[np.newaxis, :]
+        out, h, c = silero.session().run(None, {"input": batch, "h": h, "c": c})
+        probs.append(float(np.asarray(out).reshape(-1)[-1]))
+        context = window[-silero.CONTEXT :]
+    return probs
+
+
+def fixture_speech(rate):
+    """The committed speech WAV with half a second of silence either side."""
+    pcm, got = committed_wav(f"yes_seven_thirty_{rate // 1000}k.wav")
+    assert got == rate
+    return silence(0.5, rate) + pcm + silence(0.5, rate)
+
+
+def check_stream(conf, chunks, ref, rate):
+    """Feed ``chunks``; after each one the stream reports the latest complete window's reference
+    probability (0 before the first window) and has run exactly the whole windows fed so far."""
+    upsample = Resampler(rate, 16000) if rate != 16000 else None
+    fed = 0  # 16 kHz samples so far (the resampler holds a sample back at first)
+    for chunk in chunks:
+        got = conf(chunk)
+        fed += len(upsample.process(chunk) if upsample else chunk) // 2
+        assert conf.windows == fed // silero.WINDOW
+        want = ref[conf.windows - 1] if conf.windows else 0.0
+        assert got == pytest.approx(want, abs=1e-5)
+    assert conf.windows == len(ref)
 
 
 def matches(found, spoken):
@@ -68,6 +106,44 @@ def test_finds_the_utterances_at_5db_snr(rate):
         f" (want {len(PHRASES)}; webrtcvad matches: {matches(web, spoken)})"
     )
     assert matches(found, spoken)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_probabilities_match_a_plain_reference_on_real_speech(rate):
+    pcm = fixture_speech(rate)
+    ref = reference(resample(pcm, rate, 16000) if rate != 16000 else pcm)
+    assert max(ref) > 0.9 and min(ref) < 0.1  # the fixture has speech and silence
+    check_stream(silero.SileroConfidence(rate), frames(pcm, rate), ref, rate)
+
+
+@pytest.mark.parametrize("size", [34, 640, 1234, 4096])
+def test_any_chunk_size_gives_the_same_windows(size):
+    pcm = fixture_speech(16000)
+    ref = reference(pcm)
+    chunks = [pcm[i : i + size] for i in range(0, len(pcm), size)]
+    check_stream(silero.SileroConfidence(16000), chunks, ref, 16000)
+
+
+def test_interleaved_streams_and_reset_do_not_leak_state():
+    speech_pcm = fixture_speech(16000)
+    other = speech_with_gaps(PHRASES[:1], rate=16000, gap=1.0, lead=0.3).audio
+    other = other[: len(speech_pcm)]
+    a, b = silero.SileroConfidence(16000), silero.SileroConfidence(16000)
+    ref_a, ref_b = reference(speech_pcm), reference(other)
+    got_a, got_b = [], []
+    for fa, fb in zip(frames(speech_pcm, 16000), frames(other, 16000), strict=True):
+        got_a.append((a(fa), a.windows))
+        got_b.append((b(fb), b.windows))
+    for got, ref in ((got_a, ref_a), (got_b, ref_b)):
+        for prob, windows in got:
+            assert prob == pytest.approx(ref[windows - 1] if windows else 0.0, abs=1e-5)
+    a.reset()
+    assert a.probability == 0.0
+    start = a.windows
+    for f in frames(speech_pcm, 16000):
+        prob = a(f)
+        done = a.windows - start
+        assert prob == pytest.approx(ref_a[done - 1] if done else 0.0, abs=1e-5)
 
 
 def test_noise_alone_is_not_speech():
