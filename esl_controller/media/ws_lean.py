@@ -42,9 +42,13 @@ class ParseError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinaryData:
-    """Part of a binary message (possibly empty); ``message_finished`` on its last part."""
+    """Part of a binary message (possibly empty); ``message_finished`` on its last part.
+
+    Not frozen: a frozen dataclass's ``__init__`` costs twice as much, and one of these is made per
+    audio frame. Treat it as immutable.
+    """
 
     data: bytes
     message_finished: bool
@@ -69,6 +73,19 @@ class ControlFrame:
 LeanEvent = BinaryData | TextData | ControlFrame
 
 
+_REPUNITS: dict[int, int] = {}
+
+
+def _repunit(words: int) -> int:
+    """The integer with ``words`` 32-bit words each equal to 1: key * this repeats the key."""
+    value = _REPUNITS.get(words)
+    if value is None:
+        value = sum(1 << (32 * i) for i in range(words))
+        if len(_REPUNITS) < 4096:
+            _REPUNITS[words] = value
+    return value
+
+
 def unmask(payload: bytes | bytearray | memoryview, key: bytes, offset: int = 0) -> bytes:
     """XOR ``payload`` with the 4-byte masking ``key``, starting ``offset`` bytes into the key."""
     n = len(payload)
@@ -77,9 +94,11 @@ def unmask(payload: bytes | bytearray | memoryview, key: bytes, offset: int = 0)
     offset &= 3
     if offset:
         key = key[offset:] + key[:offset]
-    mask = (key * ((n >> 2) + 1))[:n]
-    value = int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")
-    return value.to_bytes(n, "little")
+    words, tail = n >> 2, n & 3
+    mask = int.from_bytes(key, "little") * _repunit(words)
+    if tail:
+        mask |= int.from_bytes(key[:tail], "little") << (32 * words)
+    return (int.from_bytes(payload, "little") ^ mask).to_bytes(n, "little")
 
 
 class ClientFrameParser:
@@ -105,6 +124,44 @@ class ClientFrameParser:
         return self._message is not None
 
     def feed(self, data: bytes) -> list[LeanEvent]:
+        if data and not self._buf and not self._in_frame and self._message is None:
+            return self._feed_whole(data)
+        return self._feed(data)
+
+    def _feed_whole(self, data: bytes) -> list[LeanEvent]:
+        """The hot path: the read starts at a frame boundary outside any message. Whole unfragmented
+        binary frames are taken straight from ``data`` (no buffer copy); anything else, from the first
+        byte that is not such a frame, goes through the general parser (which does every check)."""
+        events: list[LeanEvent] = []
+        pos = 0
+        end = len(data)
+        while end - pos >= 8:
+            if data[pos] != 0x82:  # FIN + binary, no RSV bits
+                break
+            b1 = data[pos + 1]
+            length = b1 & 0x7F
+            if length < 126:
+                head = pos + 2
+            elif length == 126:
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                if length < 126:
+                    break  # not minimally encoded: the general parser refuses it
+                head = pos + 4
+            else:
+                break  # 64-bit lengths are not audio frames
+            if not b1 & 0x80:
+                break  # unmasked: the general parser refuses it
+            stop = head + 4 + length
+            if stop > end:
+                break
+            events.append(BinaryData(unmask(data[head + 4 : stop], data[head : head + 4]), True))
+            self.frames += 1
+            pos = stop
+        if pos < end:
+            events.extend(self._feed(data[pos:] if pos else data))
+        return events
+
+    def _feed(self, data: bytes) -> list[LeanEvent]:
         buf = self._buf
         if data:
             buf += data

@@ -122,6 +122,38 @@ def test_control_frames_are_returned_whole_for_wsproto():
     assert [type(e) for e in srv.events()] == [Ping]
 
 
+def test_frame_aligned_reads_match_byte_at_a_time():
+    """Reads that start on frame boundaries take the whole-frame path; the events must not differ."""
+    cli = client_connection()
+    pcm = SPEECH[: 16000 * 2]
+    frames = [cli.send(BytesMessage(data=pcm[i : i + 640])) for i in range(0, 16000, 640)]
+    frames.append(cli.send(BytesMessage(data=b"")))
+    frames.append(cli.send(TextMessage(data="after")))
+    frames.append(cli.send(BytesMessage(data=pcm[:125])))
+    frames.append(cli.send(BytesMessage(data=pcm[:126])))
+    fast, slow = ClientFrameParser(), ClientFrameParser()
+    got_fast, got_slow = [], []
+    for i in range(0, len(frames), 3):  # 1-3 whole frames per read
+        got_fast += fast.feed(b"".join(frames[i : i + 3]))
+    wire = b"".join(frames)
+    for i in range(len(wire)):
+        got_slow += slow.feed(wire[i : i + 1])
+    assert collect(got_fast) == collect(got_slow)
+    assert collect(got_fast)[:3] == [("binary", pcm[:640]), ("binary", pcm[640:1280])] + [
+        ("binary", pcm[1280:1920])
+    ]
+    assert fast.frames == slow.frames == len(frames)
+
+
+@pytest.mark.parametrize("size", list(range(0, 21)) + [639, 640, 641, 642, 643])
+def test_unmask_every_tail_length(size):
+    data = bytes((i * 7 + 3) & 0xFF for i in range(size))
+    key = b"\x9a\x01\xff\x42"
+    for offset in range(4):
+        want = bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(data))
+        assert ws_lean.unmask(data, key, offset) == want
+
+
 def test_unmask_offsets():
     data = bytes(range(13))
     key = b"\x01\x02\x04\x08"
@@ -153,6 +185,11 @@ def frame(b0: int, payload: bytes, masked: bool = True, length_bytes: bytes | No
         (frame(0x89, b"p" * 126), 1002),  # control payload over 125
         (frame(0x82, b"abc", length_bytes=bytes([126, 0, 3])), 1002),  # non-minimal length
         (frame(0x81, b"\xff\xfe"), 1007),  # invalid UTF-8
+        # the same checks when the frame is long enough for the whole-frame fast path
+        (frame(0x82, b"a" * 640, masked=False), 1002),
+        (frame(0x82, b"a" * 100, length_bytes=bytes([126, 0, 100])), 1002),
+        (frame(0x82, b"ok" * 320) + frame(0xC2, b"x" * 20), 1002),
+        (frame(0x82, b"ok" * 320) + frame(0x80, b"x" * 20), 1002),
     ],
 )
 def test_protocol_violations(wire, code):
