@@ -125,9 +125,13 @@ class ClientText:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AudioFrame:
-    """One fixed 20 ms frame. ``caller`` is mono L16; ``assistant`` only in stereo mode."""
+    """One fixed 20 ms frame. ``caller`` is mono L16; ``assistant`` only in stereo mode.
+
+    Not frozen (one is made per frame per call, and a frozen ``__init__`` costs twice as much):
+    treat it as immutable.
+    """
 
     index: int
     timestamp: float  # seconds of audio before this frame (stream time)
@@ -176,7 +180,17 @@ class ForkStreamDecoder:
             self.ended = True
             return [EndOfAudio()]
         self.bytes_in += len(data)
-        return [self._frame(chunk) for chunk in self._chunker.push(data)]
+        chunker = self._chunker
+        if (
+            len(data) == chunker.frame_size
+            and type(data) is bytes
+            and not chunker.pending
+            and self.channels == 1
+        ):
+            index = self._frames  # the usual case: one whole frame, nothing held back
+            self._frames = index + 1
+            return [AudioFrame(index, index * self.frame_ms / 1000.0, data)]
+        return [self._frame(chunk) for chunk in chunker.push(data)]
 
     def flush(self) -> list[ForkEvent]:
         """The held-back remainder as one last (silence-padded) frame."""

@@ -89,6 +89,9 @@ class WebRtcConfidence:
     def __call__(self, frame: bytes) -> float:
         return 1.0 if self._vad.is_speech(frame, self.sample_rate) else 0.0
 
+    def is_speech(self, frame: bytes) -> bool:
+        return self._vad.is_speech(frame, self.sample_rate)
+
 
 class VoiceActivityDetector:
     """Feed fixed-size mono L16 frames; get SpeechStarted / SpeechEnded events."""
@@ -108,6 +111,10 @@ class VoiceActivityDetector:
         self.frame_size = frame_bytes(sample_rate, frame_ms)
         self._frame_s = frame_ms / 1000.0
         self.confidence = confidence or WebRtcConfidence(sample_rate, aggressiveness)
+        # webrtcvad answers yes/no: ask it directly (one Python call less per frame)
+        self._is_speech = (
+            self.confidence.is_speech if isinstance(self.confidence, WebRtcConfidence) else None
+        )
         self.state = VadState.QUIET
         self._now = start_time  # stream time at the start of the next frame
         pre = max(1, int(round(self.params.pre_roll_seconds / self._frame_s)))
@@ -140,23 +147,28 @@ class VoiceActivityDetector:
         start = self._now
         self._now = start + self._frame_s
         self.frames += 1
-        voiced = self.confidence(frame) >= self.params.threshold
+        is_speech = self._is_speech
+        if is_speech is not None and 0.0 < self.params.threshold <= 1.0:
+            voiced = is_speech(frame)
+        else:
+            voiced = self.confidence(frame) >= self.params.threshold
         self._pre_roll.append(frame)
-        p = self.params
-        events: list[VadEvent] = []
         state = self.state
         if state is VadState.QUIET:
-            if voiced:
-                self.state = VadState.STARTING
-                self._utterance = bytearray(b"".join(self._pre_roll))
-                self._voiced = self._frame_s
-                self._gap = 0.0
-                self._started_at = start
-                self._last_voiced_end = self._now
-                if self._voiced >= p.start_seconds:
-                    self.state = VadState.SPEAKING
-                    events.append(SpeechStarted(at=start))
-            return events
+            if not voiced:
+                return []
+            self.state = VadState.STARTING
+            self._utterance = bytearray(b"".join(self._pre_roll))
+            self._voiced = self._frame_s
+            self._gap = 0.0
+            self._started_at = start
+            self._last_voiced_end = self._now
+            if self._voiced >= self.params.start_seconds:
+                self.state = VadState.SPEAKING
+                return [SpeechStarted(at=start)]
+            return []
+        p = self.params
+        events: list[VadEvent] = []
         self._utterance += frame
         if voiced:
             self._voiced += self._frame_s
