@@ -4,9 +4,12 @@ wsproto does the handshake, every frame the server sends and the received contro
 received data frames (the audio, at 50 a second per call) go through ``ws_lean``, which costs a
 fraction of wsproto per frame.
 
-One greenlet per connection reads the socket, decodes frames with the pure fork codec and puts
-fixed 20 ms audio frames on a bounded per-call queue (when the consumer falls behind, the oldest
-frame is dropped and counted). ``on_stream(stream)`` runs in its own greenlet once the first
+A greenlet per connection does the handshake and then hands the socket to the server's
+``BatchReader`` (one greenlet reads every call's socket, a few milliseconds at a time, instead of one
+hub wake-up per frame per call) and waits, enforcing the idle timeout. Frames are decoded with the
+pure fork codec into fixed 20 ms audio frames and either handed inline to the stream's frame
+handler or put on a bounded per-call queue (when the consumer falls behind, the oldest frame is
+dropped and counted). ``on_stream(stream)`` runs in its own greenlet once the first
 message (the metadata, or audio) has arrived, so ``stream.metadata`` is known when it starts.
 
 Usage::
@@ -27,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 from gevent.queue import Empty, Full, Queue
 from gevent.server import StreamServer
 from wsproto.events import (
@@ -42,6 +45,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from esl_controller.media import fork_codec, ws_lean
+from esl_controller.media.batch_reader import BatchReader
 from esl_controller.media.fork_codec import (
     AudioFrame,
     ClientText,
@@ -258,6 +262,9 @@ class _Connection(ServerSocket):
         self.path = ""
         self._idle = False
         self._last_rx = time.monotonic()
+        self._parser = ws_lean.ClientFrameParser()
+        self._ended: AsyncResult = AsyncResult()
+        self._pending_close: tuple[int, str] | None = None
 
     # ---------------------------------------------------------------- writes
 
@@ -275,6 +282,8 @@ class _Connection(ServerSocket):
         reason = "closed"
         try:
             reason = self._run()
+            if self._pending_close is not None:
+                self.close(*self._pending_close)
         except (OSError, TimeoutError) as exc:
             reason = f"socket error: {exc}"
         except RemoteProtocolError as exc:
@@ -320,18 +329,9 @@ class _Connection(ServerSocket):
         # Bytes that followed the handshake in the same read (h11 keeps them; wsproto's server
         # side does not pass them on) go to the lean parser first.
         leftover = self._handshake_leftover()
-        # No per-read timer (it costs a timer per frame): a watchdog enforces the idle timeout.
         self.sock.settimeout(None)
         self._last_rx = time.monotonic()
-        watchdog = gevent.spawn(self._watchdog)
-        try:
-            return self._read_loop(leftover)
-        except OSError:
-            if self._idle:
-                return "idle timeout"
-            raise
-        finally:
-            watchdog.kill(block=False)
+        return self._read_batched(leftover)
 
     def _handshake_leftover(self) -> bytes:
         handshake = getattr(self.ws, "handshake", None)
@@ -341,42 +341,88 @@ class _Connection(ServerSocket):
             return bytes(trailing[0])
         return b""
 
-    def _watchdog(self) -> None:
+    def _read_batched(self, leftover: bytes) -> str:
+        """Hand the socket to the server's batch reader and wait (enforcing the idle timeout) until
+        reading ends; the reason it ended."""
+        reader = self.server.reader
+        if leftover and not self.on_data(leftover, time.monotonic()):
+            return self._ended.get(block=False)  # on_data ends the read before it says False
+        reader.add(self.sock, self)
         period = max(0.05, min(self.server.idle_timeout / 4.0, 5.0))
-        while not self._done:
-            gevent.sleep(period)
-            if time.monotonic() - self._last_rx > self.server.idle_timeout:
-                self._idle = True
-                self.close(1001, "idle timeout")  # forced shut after close_timeout
-                return
+        try:
+            while True:
+                try:
+                    return self._ended.get(timeout=period)
+                except gevent.Timeout:
+                    pass
+                if not self._idle and time.monotonic() - self._last_rx > self.server.idle_timeout:
+                    self._idle = True
+                    self.close(1001, "idle timeout")  # forced shut after close_timeout
+        finally:
+            reader.remove(self.sock)
 
-    def _read_loop(self, leftover: bytes = b"") -> str:
-        """Data frames through the lean parser; control frames through wsproto."""
-        parser = ws_lean.ClientFrameParser()
-        data = leftover
-        recv = self.sock.recv
-        while True:
-            if not data:
-                data = recv(RECV_SIZE)
-                now = time.monotonic()
-                self._last_rx = now
-                if self._idle:
-                    return "idle timeout"
-                if not data:
-                    self.ws.receive_data(None)
-                    self._handle_events()
-                    return self._end_reason if self._end_reason != "open" else "abrupt disconnect"
-            else:
-                now = time.monotonic()
-            try:
-                events = parser.feed(data)
-            except ws_lean.ParseError as exc:
-                log.warning("fork %s: protocol error: %s", self.address, exc)
-                self.close(exc.code, str(exc)[:100])
-                return f"protocol error: {exc}"
-            data = b""
-            if not self._handle_lean(events, now):
-                return self._end_reason
+    def _end_read(self, reason: str) -> None:
+        if not self._ended.ready():
+            self._ended.set(reason)
+
+    # BatchTarget: runs in the batch reader's greenlet, so nothing here may block (see _write).
+    def on_data(self, data: bytes, received_at: float) -> bool:
+        """Bytes from the socket: data frames through the lean parser, control frames through wsproto."""
+        self._last_rx = received_at
+        if self._idle:
+            self._end_read("idle timeout")
+            return False
+        try:
+            events = self._parser.feed(data)
+        except ws_lean.ParseError as exc:
+            log.warning("fork %s: protocol error: %s", self.address, exc)
+            self._pending_close = (exc.code, str(exc)[:100])
+            self._end_read(f"protocol error: {exc}")
+            return False
+        if self._handle_lean(events, received_at):
+            return True
+        self._end_read(self._end_reason)
+        return False
+
+    def on_closed(self, reason: str) -> None:
+        if self._ended.ready():
+            return
+        if self._idle:
+            self._end_read("idle timeout")
+        elif reason == "eof":
+            self.ws.receive_data(None)
+            self._handle_events()
+            self._end_read(self._end_reason if self._end_reason != "open" else "abrupt disconnect")
+        elif reason.startswith("error: "):
+            self._end_read(f"socket {reason}")
+        elif reason == "reader stopped":
+            self._end_read("server stopping")
+        else:
+            self._end_read(self._end_reason if self._end_reason != "open" else reason)
+
+    def _write(self, data: bytes) -> None:
+        # From the batch reader's greenlet (a pong, a close reply, a frame handler's send_text), a
+        # write that has to wait would stall every call's audio: hand it to a greenlet of its own.
+        if self.server.reader.in_reader():
+            gevent.spawn(self._write_detached, data)
+            return
+        super()._write(data)
+
+    def _write_detached(self, data: bytes) -> None:
+        try:
+            super()._write(data)
+        except (OSError, TimeoutError) as exc:
+            log.debug("fork %s: write failed: %s", self.address, exc)
+            self._abort()
+
+    def _abort(self) -> None:
+        if self._done:
+            return
+        self.server.reader.remove(
+            self.sock
+        )  # before the descriptor is closed and its number reused
+        super()._abort()
+        self._end_read("idle timeout" if self._idle else "aborted")
 
     def _handle_lean(self, events: list[ws_lean.LeanEvent], received_at: float) -> bool:
         """Process lean-parser events; False once the connection is finished."""
@@ -538,6 +584,7 @@ class ForkServer:
         handshake_timeout: float = 10.0,
         send_timeout: float = 5.0,
         close_timeout: float = 5.0,
+        read_interval: float = 0.005,
     ) -> None:
         self.on_stream = on_stream
         self.path_prefix = path_prefix
@@ -552,12 +599,15 @@ class ForkServer:
         self.connections_total = 0
         self.frames_dropped_total = 0
         self._server = StreamServer((host, port), self._handle)
+        # one greenlet reads every call's socket, a tick (read_interval) at a time
+        self.reader = BatchReader(interval=read_interval, name="fork")
 
     @property
     def address(self) -> tuple[str, int]:
         return self._server.server_host, self._server.server_port
 
     def start(self) -> None:
+        self.reader.start()
         self._server.start()
         log.info("fork server listening on %s:%d", *self.address)
 
@@ -565,6 +615,7 @@ class ForkServer:
         for stream in list(self.streams.values()):
             stream.close(1001, "server stopping")
         self._server.stop(timeout=timeout)
+        self.reader.stop(timeout=timeout)
 
     def get(self, call_id: str) -> ForkStream | None:
         return self.streams.get(call_id)

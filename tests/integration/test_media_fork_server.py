@@ -300,3 +300,43 @@ def test_unmasked_client_frame_is_a_protocol_error(server, streams):
         assert reply[:1] == b"\x88" and int.from_bytes(reply[2:4], "big") == 1002
     finally:
         sock.close()
+
+
+def test_a_stuck_peer_does_not_stall_other_calls(streams):
+    """Frame handlers run in the one reader greenlet: a handler whose writes cannot go out (its peer
+    never reads) must not hold up another call's audio."""
+    srv = ForkServer("127.0.0.1", 0, streams.put, send_timeout=8, idle_timeout=60)
+    srv.start()
+    try:
+        stuck = client(srv, "/fork/stuck?rate=16000")  # never reads what the server sends
+        lively = client(srv, "/fork/lively?rate=16000")
+        stuck.send_audio(bytes(640))
+        lively.send_audio(bytes(640))
+        by_id = {}
+        for _ in range(2):
+            s = streams.get(timeout=5)
+            by_id[s.call_id] = s
+        big = "x" * 200_000
+        sent = []
+
+        def flood(frame):  # each stuck frame queues 200 KB for a peer that does not read
+            by_id["stuck"].send_text(big)
+            sent.append(frame.index)
+
+        by_id["stuck"].set_frame_handler(flood)
+        got = []
+        by_id["lively"].set_frame_handler(lambda f: got.append(f.caller))
+        pcm = speech("Still here and talking.", 16000)[: 640 * 50]
+        for i in range(0, len(pcm), 640):
+            stuck.send_audio(bytes(640))
+            lively.send_audio(pcm[i : i + 640])
+            gevent.sleep(0.002)
+        deadline = gevent.Timeout(5, AssertionError("lively call's audio stalled"))
+        with deadline:
+            while len(got) < 50:
+                gevent.sleep(0.01)
+        assert b"".join(got) == pcm
+        assert len(sent) >= 40  # the stuck call's frames were handled too, not parked on its writes
+        stuck.abort()  # the queued writes fail at once instead of waiting out send_timeout
+    finally:
+        srv.stop(timeout=2)
