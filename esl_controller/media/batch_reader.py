@@ -36,7 +36,8 @@ RECV_SIZE = 65536
 # monkey-patching hides select.epoll (a blocking poll would freeze the hub); this one is only ever polled
 # with a zero timeout, and waited on through the hub.
 _epoll_class = get_original("select", "epoll")
-_IDLE_WAIT = 1.0  # longest block on the epoll descriptor before the loop looks at its flags again
+_IDLE_WAIT = 1.0
+_MIN_PAUSE = 0.0005  # the shortest pause between ticks: the hub's timers and other I/O get their turn  # longest block on the epoll descriptor before the loop looks at its flags again
 
 
 class BatchTarget(Protocol):
@@ -179,10 +180,9 @@ class BatchReader:
                 continue
             started = time.monotonic()
             self._read_all(ready, started)
-            if interval:
-                gevent.sleep(max(0.0, interval - (time.monotonic() - started)))
-            else:
-                gevent.sleep(0)
+            # Always a real (timer) sleep, even after a tick longer than the interval: sleep(0) only
+            # lets other runnable greenlets in, and the hub's timers and I/O would wait behind us.
+            gevent.sleep(max(_MIN_PAUSE, interval - (time.monotonic() - started)))
 
     def _poll(self) -> list[tuple[int, int]]:
         try:
