@@ -428,13 +428,16 @@ class _Connection(ServerSocket):
         """Process lean-parser events; False once the connection is finished."""
         for event in events:
             if type(event) is ws_lean.BinaryData:
-                self._binary_len += len(event.data)
-                if event.data:
-                    self._on_binary(event.data, received_at)
-                if event.message_finished:
-                    if self._binary_len == 0:
-                        self._on_binary(b"", received_at)
-                    self._binary_len = 0
+                if event.message_finished and event.data and not self._binary_len:
+                    self._on_binary(event.data, received_at)  # a whole message: the usual case
+                else:
+                    self._binary_len += len(event.data)
+                    if event.data:
+                        self._on_binary(event.data, received_at)
+                    if event.message_finished:
+                        if self._binary_len == 0:
+                            self._on_binary(b"", received_at)
+                        self._binary_len = 0
             elif type(event) is ws_lean.TextData:
                 self._text_parts.append(event.data)
                 if event.message_finished:
@@ -559,12 +562,13 @@ class _Connection(ServerSocket):
                 if isinstance(event, AudioFrame):
                     self.stream._put_frame(event, received_at)
             return
-        self.stream.bytes_in += len(data)
+        stream = self.stream
+        stream.bytes_in += len(data)
         for event in self.decoder.receive_binary(data):
-            if isinstance(event, AudioFrame):
-                self.stream._put_frame(event, received_at)
+            if type(event) is AudioFrame:
+                stream._put_frame(event, received_at)
             elif isinstance(event, EndOfAudio):
-                self.stream.ended_gracefully = True
+                stream.ended_gracefully = True
 
 
 class ForkServer:

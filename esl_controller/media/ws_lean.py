@@ -124,21 +124,33 @@ class ClientFrameParser:
         return self._message is not None
 
     def feed(self, data: bytes) -> list[LeanEvent]:
-        if data and not self._buf and not self._in_frame and self._message is None:
-            return self._feed_whole(data)
-        return self._feed(data)
+        if self._in_frame or self._message is not None:
+            return self._feed(data)
+        if self._buf:  # unparsed bytes: the start of a frame, cut by the previous read
+            data = bytes(self._buf) + data
+            self._buf.clear()
+        if not data:
+            return []
+        return self._feed_whole(data)
 
     def _feed_whole(self, data: bytes) -> list[LeanEvent]:
-        """The hot path: the read starts at a frame boundary outside any message. Whole unfragmented
-        binary frames are taken straight from ``data`` (no buffer copy); anything else, from the first
-        byte that is not such a frame, goes through the general parser (which does every check)."""
+        """The hot path: ``data`` starts at a frame boundary outside any message. Whole unfragmented
+        binary frames are taken straight from ``data`` (no buffer copy); an incomplete one at the end is
+        kept, unparsed, for the next read (so a frame cut between reads is still one event, not two);
+        anything else, from the first byte that is not such a frame, goes through the general parser,
+        which does every check."""
         events: list[LeanEvent] = []
         pos = 0
         end = len(data)
-        while end - pos >= 8:
+        while pos < end:
             if data[pos] != 0x82:  # FIN + binary, no RSV bits
                 break
+            if end - pos < 4:
+                self._buf += data[pos:]  # too short to tell: at most 3 bytes kept
+                return events
             b1 = data[pos + 1]
+            if not b1 & 0x80:
+                break  # unmasked: the general parser refuses it
             length = b1 & 0x7F
             if length < 126:
                 head = pos + 2
@@ -149,11 +161,10 @@ class ClientFrameParser:
                 head = pos + 4
             else:
                 break  # 64-bit lengths are not audio frames
-            if not b1 & 0x80:
-                break  # unmasked: the general parser refuses it
             stop = head + 4 + length
             if stop > end:
-                break
+                self._buf += data[pos:]  # at most one frame of up to 64 KB waits for the rest
+                return events
             events.append(BinaryData(unmask(data[head + 4 : stop], data[head : head + 4]), True))
             self.frames += 1
             pos = stop
