@@ -119,7 +119,9 @@ class VoiceActivityDetector:
         self._now = start_time  # stream time at the start of the next frame
         pre = max(1, int(round(self.params.pre_roll_seconds / self._frame_s)))
         self._pre_roll: deque[bytes] = deque(maxlen=pre)
-        self._utterance = bytearray()
+        # the utterance so far, as the frames themselves (no copying per frame; joined once at the end)
+        self._utterance: list[bytes] = []
+        self._utterance_bytes = 0
         self._max_bytes = int(self.params.max_utterance_seconds * sample_rate) * 2
         self._voiced = 0.0  # voiced seconds in the current utterance
         self._gap = 0.0  # consecutive unvoiced seconds
@@ -158,7 +160,8 @@ class VoiceActivityDetector:
             if not voiced:
                 return []
             self.state = VadState.STARTING
-            self._utterance = bytearray(b"".join(self._pre_roll))
+            self._utterance = list(self._pre_roll)
+            self._utterance_bytes = sum(len(f) for f in self._utterance)
             self._voiced = self._frame_s
             self._gap = 0.0
             self._started_at = start
@@ -169,7 +172,8 @@ class VoiceActivityDetector:
             return []
         p = self.params
         events: list[VadEvent] = []
-        self._utterance += frame
+        self._utterance.append(frame)
+        self._utterance_bytes += len(frame)
         if voiced:
             self._voiced += self._frame_s
             self._gap = 0.0
@@ -182,7 +186,7 @@ class VoiceActivityDetector:
                 events.append(SpeechStarted(at=self._started_at))
             elif not voiced and self._gap >= p.start_gap_seconds - 1e-9:
                 self.state = VadState.QUIET
-                self._utterance = bytearray()
+                self._utterance = []
                 self._voiced = 0.0
             return events
         if state is VadState.SPEAKING and not voiced:
@@ -191,7 +195,7 @@ class VoiceActivityDetector:
             self.state = VadState.SPEAKING
         if self.state is VadState.STOPPING and self._gap >= p.stop_seconds - 1e-9:
             events.append(self._end(forced=False))
-        elif len(self._utterance) >= self._max_bytes:
+        elif self._utterance_bytes >= self._max_bytes:
             events.append(self._end(forced=True))
         return events
 
@@ -200,7 +204,7 @@ class VoiceActivityDetector:
         if self.speaking:
             return [self._end(forced=True)]
         self.state = VadState.QUIET
-        self._utterance = bytearray()
+        self._utterance = []
         return []
 
     def _end(self, forced: bool) -> SpeechEnded:
@@ -208,12 +212,12 @@ class VoiceActivityDetector:
             started_at=self._started_at,
             ended_at=self._last_voiced_end,
             detected_at=self._now,
-            audio=bytes(self._utterance),
+            audio=b"".join(self._utterance),
             sample_rate=self.sample_rate,
             forced=forced,
         )
         self.state = VadState.QUIET
-        self._utterance = bytearray()
+        self._utterance = []
         self._voiced = 0.0
         self._gap = 0.0
         self._pre_roll.clear()
