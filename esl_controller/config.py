@@ -258,6 +258,13 @@ class MediaSettings:
     public_ws_url: str = ""
     #: load the embedded whisper model at start (in the background)
     warm_stt: bool = True
+    #: how often one greenlet reads every call's fork socket (ms): longer batches more calls per
+    #: wake-up (less CPU per frame), shorter hands audio on sooner
+    fork_read_interval_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fork_read_interval_ms <= 50:
+            raise ConfigError("media.fork_read_interval_ms: must be above 0 and at most 50")
 
 
 @dataclasses.dataclass(frozen=True)

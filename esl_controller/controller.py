@@ -157,7 +157,12 @@ class Controller:
             log.warning("fork server unavailable (%s): calls run without audio fork", exc)
             return
         fs = self.settings.freeswitch
-        self.fork_server = ForkServer(fs.fork_host, fs.fork_port, service.on_fork_stream)
+        self.fork_server = ForkServer(
+            fs.fork_host,
+            fs.fork_port,
+            service.on_fork_stream,
+            read_interval=self.settings.media.fork_read_interval_ms / 1000.0,
+        )
         self.fork_server.start()
         host, port = self.fork_server.address
         url_host = fs.fork_host if fs.fork_host not in ("0.0.0.0", "::", "") else "127.0.0.1"

@@ -43,6 +43,8 @@ def test_config_path_from_env(tmp_path):
         ("logging:\n  level: LOUD\n", "logging.level"),
         ("http:\n  port: 70000\n", "http.port"),
         ("database:\n  url: mysql://x/y\n", "database.url"),
+        ("media:\n  fork_read_interval_ms: 0\n", "media.fork_read_interval_ms"),
+        ("media:\n  fork_read_interval_ms: 500\n", "media.fork_read_interval_ms"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path, text, key):
