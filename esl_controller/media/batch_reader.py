@@ -116,7 +116,11 @@ class BatchReader:
 
     # ------------------------------------------------------------------ registration
     def add(self, sock: socket.socket, target: BatchTarget) -> None:
-        """Start reading ``sock`` (a non-blocking socket: gevent's always are underneath)."""
+        """Start reading ``sock`` (a non-blocking socket: gevent's always are underneath).
+
+        Call ``remove(sock)`` before closing it. (A socket closed without that leaves the epoll with the
+        close, so it is never read again; its entry is dropped, with ``on_closed("error: socket closed")``,
+        when its number comes back in ``add``.)"""
         if not self._running:
             raise RuntimeError("batch reader is not running")
         fd = sock.fileno()
@@ -202,11 +206,6 @@ class BatchReader:
         for fd, _mask in ready:
             entry = entries.get(fd)
             if entry is None:
-                continue
-            sock = entry.sock
-            if sock.fileno() != fd:  # closed (and maybe the number reused) without remove()
-                self._forget(entry)
-                self._closed(entry, "error: socket closed")
                 continue
             try:
                 # os.read on the descriptor: gevent keeps it non-blocking, and gevent's own recv would park
