@@ -195,6 +195,8 @@ class FrameChunker:
 
     def push(self, chunk: bytes) -> list[bytes]:
         """Add audio; returns the complete frames now available (possibly none)."""
+        if not self._buf and len(chunk) == self.frame_size and type(chunk) is bytes:
+            return [chunk]  # the usual case on a live call: one whole frame, nothing held back
         self._buf += chunk
         size = self.frame_size
         count = len(self._buf) // size
