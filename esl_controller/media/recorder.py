@@ -1,108 +1,52 @@
-"""Call recordings (I/O): mono (caller + assistant mixed) and stereo (caller left, assistant right).
+"""Call recordings: mono (caller + assistant mixed) and stereo (caller left, assistant right).
 
 Both tracks are positioned by their timestamps (seconds of call time, the same clock for both, e.g.
 fork stream time) with silence filling gaps, so the recording stays time-aligned even when the
 assistant's audio arrives in bursts ahead of time or the caller's stream has holes.
 
-Audio is committed to disk once it is ``hold_back_seconds`` older than the newest audio seen
-(late audio inside that window is still placed correctly; older audio is dropped and counted)
-and at least every ``flush_seconds`` of committed audio. The stdlib ``wave`` writer patches the
-RIFF and data sizes after every write, and the file is flushed, so a crash leaves a playable WAV
-holding everything committed so far.
+Audio is committed once it is ``hold_back_seconds`` older than the newest audio seen (late audio
+inside that window is still placed correctly; older audio is dropped and counted), in spans of at
+least ``flush_seconds``. Each recorder's first span is shortened by a random phase, so streams that
+start together commit in different frames. A commit only hands the raw chunks to the process-wide
+``RecordingWriter`` (``media.recording_writer``), whose thread mixes, interleaves and writes them,
+patching the WAV sizes after each write: a crash leaves playable files holding everything written so
+far. ``close()`` commits the rest and waits (bounded) until the files are complete and closed.
+
+The hot path is ``add_caller``/``add_assistant`` of audio that continues where the track left off
+(20 ms frames in order): one comparison and a copy into a preallocated buffer (no reallocation).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import wave
-from typing import BinaryIO
+import random
 
-from esl_controller.media.codecs import SAMPLE_WIDTH, mix, stereo_interleave
+from esl_controller.media.codecs import SAMPLE_WIDTH
+from esl_controller.media.recording_writer import (
+    RecordingFiles,
+    RecordingWriter,
+    WavWriter,
+    shared_writer,
+)
+
+__all__ = ["CallRecorder", "WavWriter"]
 
 log = logging.getLogger("esl_controller.media.recorder")
 
-
-class WavWriter:
-    """A 16-bit PCM WAV file that is valid (correct sizes) after every ``write``."""
-
-    def __init__(self, path: str, sample_rate: int, channels: int = 1, fsync: bool = False) -> None:
-        self.path = path
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.fsync = fsync
-        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._wav = wave.open(self._file, "wb")
-        self._wav.setnchannels(channels)
-        self._wav.setsampwidth(SAMPLE_WIDTH)
-        self._wav.setframerate(sample_rate)
-        self._wav.writeframes(b"")  # header on disk now: an empty but valid file
-        self._file.flush()
-        self.frames_written = 0
-        self.closed = False
-
-    def write(self, pcm: bytes) -> None:
-        if self.closed:
-            raise ValueError("write to a closed WavWriter")
-        if not pcm:
-            return
-        # writeframes() patches the RIFF/data sizes whenever the data length changed.
-        self._wav.writeframes(pcm)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-        self.frames_written += len(pcm) // (SAMPLE_WIDTH * self.channels)
-
-    @property
-    def seconds(self) -> float:
-        return self.frames_written / float(self.sample_rate)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._wav.close()  # does not close a file object it did not open
-        self._file.close()
-
-
-class _Track:
-    """Uncommitted samples of one party, starting at the recorder's commit point."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.end = 0  # absolute sample index just past the newest audio
-
-    def place(self, base: int, start: int, pcm: bytes) -> int:
-        """Write ``pcm`` at absolute sample ``start``; returns samples dropped as too late."""
-        dropped = 0
-        if start < base:
-            cut = min(base - start, len(pcm) // SAMPLE_WIDTH)
-            dropped = cut
-            pcm = pcm[cut * SAMPLE_WIDTH :]
-            start = base
-        if not pcm:
-            return dropped
-        off = (start - base) * SAMPLE_WIDTH
-        if off == len(self.buf):  # the common case: contiguous audio
-            self.buf += pcm
-            self.end = max(self.end, start + len(pcm) // SAMPLE_WIDTH)
-            return dropped
-        need = off + len(pcm)
-        if need > len(self.buf):
-            self.buf.extend(bytes(need - len(self.buf)))
-        self.buf[off:need] = pcm
-        self.end = max(self.end, start + len(pcm) // SAMPLE_WIDTH)
-        return dropped
-
-    def take(self, samples: int) -> bytes:
-        n = samples * SAMPLE_WIDTH
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out if len(out) == n else out + bytes(n - len(out))
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 class CallRecorder:
-    """Time-aligned caller/assistant recording to a mono (mixed) and/or a stereo WAV."""
+    """Time-aligned caller/assistant recording to a mono (mixed) and/or a stereo WAV.
+
+    ``phase`` (0 < phase <= 1, default random) is the fraction of ``flush_seconds`` after which the
+    first span is committed; ``writer`` defaults to the process-wide one."""
+
+    __slots__ = (
+        "sample_rate", "mono", "stereo", "late_samples_dropped", "closed", "_files", "_writer",
+        "_cbuf", "_cw", "_ccap", "_c_end", "_abuf", "_aw", "_acap", "_a_end",
+        "_base", "_hold", "_flush", "_max", "_span", "_due", "_cap0",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -110,20 +54,43 @@ class CallRecorder:
         mono_path: str | None = None,
         stereo_path: str | None = None,
         hold_back_seconds: float = 1.0,
-        flush_seconds: float = 0.5,
+        flush_seconds: float = 1.0,
         max_buffer_seconds: float = 120.0,
+        *,
+        phase: float | None = None,
+        writer: RecordingWriter | None = None,
     ) -> None:
         if not mono_path and not stereo_path:
             raise ValueError("CallRecorder needs a mono_path, a stereo_path, or both")
+        if phase is None:
+            phase = 1.0 - random.random()  # (0, 1]
+        if not 0.0 < phase <= 1.0:
+            raise ValueError("phase must be in (0, 1]")
         self.sample_rate = sample_rate
         self.mono = WavWriter(mono_path, sample_rate, 1) if mono_path else None
-        self.stereo = WavWriter(stereo_path, sample_rate, 2) if stereo_path else None
-        self._caller = _Track()
-        self._assistant = _Track()
+        try:
+            self.stereo = WavWriter(stereo_path, sample_rate, 2) if stereo_path else None
+        except OSError:
+            if self.mono is not None:
+                self.mono.close()
+            raise
+        self._files = RecordingFiles(self.mono, self.stereo)
+        self._writer = writer if writer is not None else shared_writer()
         self._base = 0  # absolute sample index of the first uncommitted sample
         self._hold = int(hold_back_seconds * sample_rate)
         self._flush = max(1, int(flush_seconds * sample_rate))
         self._max = int(max_buffer_seconds * sample_rate)
+        self._span = max(1, round(self._flush * phase))  # the first span; then _flush
+        # Each track: a preallocated buffer (no reallocation per frame) whose first *w bytes are
+        # the samples from _base on; *_end = _base + *w // 2. The assistant's is made on first use.
+        self._cap0 = SAMPLE_WIDTH * (self._hold + self._flush + sample_rate // 5)
+        self._cbuf = bytearray(self._cap0)
+        self._ccap = self._cap0
+        self._cw = self._c_end = 0
+        self._abuf = bytearray()
+        self._acap = self._aw = self._a_end = 0
+        self._due = 0
+        self._set_due()
         self.late_samples_dropped = 0
         self.closed = False
 
@@ -131,53 +98,157 @@ class CallRecorder:
     def committed_seconds(self) -> float:
         return self._base / float(self.sample_rate)
 
+    @property
+    def writer_samples_dropped(self) -> int:
+        """Samples written as silence because the writer was behind (a stalled disk)."""
+        return self._files.samples_dropped
+
     def add_caller(self, pcm: bytes, at: float) -> None:
         """Caller audio (mono L16) starting at call time ``at`` seconds."""
-        self._add(self._caller, pcm, at)
+        end = self._c_end
+        d = at * self.sample_rate - end
+        if -0.5 < d < 0.5 and not self.closed:  # continues the track
+            w = self._cw
+            n = len(pcm)
+            e = w + n
+            if e <= self._ccap and not n & 1:
+                self._cbuf[w:e] = pcm
+                self._cw = e
+                end += n >> 1
+                self._c_end = end
+                if end >= self._due:
+                    self._commit_ready()
+                return
+        self._add(True, pcm, at)
 
     def add_assistant(self, pcm: bytes, at: float) -> None:
         """Assistant audio (mono L16) as played, starting at call time ``at`` seconds."""
-        self._add(self._assistant, pcm, at)
+        end = self._a_end
+        d = at * self.sample_rate - end
+        if -0.5 < d < 0.5 and not self.closed:
+            w = self._aw
+            n = len(pcm)
+            e = w + n
+            if e <= self._acap and not n & 1:
+                self._abuf[w:e] = pcm
+                self._aw = e
+                end += n >> 1
+                self._a_end = end
+                if end >= self._due:
+                    self._commit_ready()
+                return
+        self._add(False, pcm, at)
 
-    def _add(self, track: _Track, pcm: bytes, at: float) -> None:
+    def _add(self, caller: bool, pcm: bytes, at: float) -> None:
+        """Anywhere else: a gap (silence fills it), late audio, a full buffer, or an error."""
         if self.closed:
             raise ValueError("recorder is closed")
         if len(pcm) % SAMPLE_WIDTH:
             raise ValueError("PCM length must be a whole number of samples")
         start = int(round(at * self.sample_rate))
-        dropped = track.place(self._base, start, pcm)
+        if caller:
+            buf, w = self._cbuf, self._cw
+        else:
+            buf, w = self._abuf, self._aw
+            if not buf:
+                buf = bytearray(self._cap0)
+        dropped, w = _place(buf, w, self._base, start, pcm)
+        end = self._base + w // SAMPLE_WIDTH
+        if caller:
+            self._cw, self._ccap, self._c_end = w, len(buf), end
+        else:
+            self._abuf, self._aw, self._acap, self._a_end = buf, w, len(buf), end
         if dropped:
             if not self.late_samples_dropped:
                 log.warning("recording: audio %.3f s late, dropped", dropped / self.sample_rate)
             self.late_samples_dropped += dropped
-        newest = max(self._caller.end, self._assistant.end)
+        if end >= self._due:
+            self._commit_ready()
+
+    def _set_due(self) -> None:
+        """The newest-audio index at which the next commit is due (spans, or the buffer limit)."""
+        self._due = self._base + min(self._hold + self._span, self._max + 1)
+
+    def _commit_ready(self) -> None:
+        newest = max(self._c_end, self._a_end)
         ready = newest - self._hold - self._base
-        if ready >= self._flush:
+        if ready >= self._span:
             self._commit(ready)
         elif newest - self._base > self._max:
             self._commit(newest - self._base - self._hold)
+        self._set_due()
 
     def _commit(self, samples: int) -> None:
         if samples <= 0:
             return
-        caller = self._caller.take(samples)
-        assistant = self._assistant.take(samples)
+        n = samples * SAMPLE_WIDTH
+        caller, self._cw = _take(self._cbuf, self._cw, n)
+        assistant = None
+        if self._aw:
+            assistant, self._aw = _take(self._abuf, self._aw, n)
         self._base += samples
-        if self.mono:
-            self.mono.write(mix(caller, assistant))
-        if self.stereo:
-            self.stereo.write(stereo_interleave(caller, assistant))
+        self._c_end = self._base + self._cw // SAMPLE_WIDTH
+        self._a_end = self._base + self._aw // SAMPLE_WIDTH
+        if self._ccap > 2 * self._cap0 and self._cw <= self._cap0:  # shrink after a big gap
+            self._cbuf = self._cbuf[: self._cap0]
+            self._ccap = self._cap0
+        if self._acap > 2 * self._cap0 and self._aw <= self._cap0:
+            self._abuf = self._abuf[: self._cap0]
+            self._acap = self._cap0
+        self._span = self._flush
+        self._writer.submit(self._files, caller, assistant, samples)
 
     def flush(self) -> None:
-        """Commit everything received so far (later audio for that time span is then late)."""
-        newest = max(self._caller.end, self._assistant.end)
-        self._commit(newest - self._base)
+        """Commit everything received so far (later audio for that time span is then late).
+        The writer writes it shortly; ``sync`` waits for that."""
+        self._commit(max(self._c_end, self._a_end) - self._base)
+        self._set_due()
 
-    def close(self) -> None:
+    def sync(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> bool:
+        """Wait until everything committed so far is in the files. False: timed out."""
+        return self._writer.sync(self._files, timeout)
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Commit the rest, then wait (up to ``timeout``) until the files are written and closed."""
         if self.closed:
             return
         self.flush()
         self.closed = True
-        for writer in (self.mono, self.stereo):
-            if writer:
-                writer.close()
+        if not self._writer.close_files(self._files, timeout):
+            log.warning(
+                "recording %s: not finished writing after %.1f s", self._files.name, timeout
+            )
+        elif self._files.error is not None:
+            log.warning("recording %s: incomplete (%s)", self._files.name, self._files.error)
+
+
+def _place(buf: bytearray, w: int, base: int, start: int, pcm: bytes) -> tuple[int, int]:
+    """Write ``pcm`` at absolute sample ``start`` into the track ``buf`` (``w`` bytes used, from
+    sample ``base``), growing it as needed and filling a gap with silence.
+    Returns (samples dropped as too late, i.e. before ``base``; bytes now used)."""
+    dropped = 0
+    if start < base:
+        dropped = min(base - start, len(pcm) // SAMPLE_WIDTH)
+        pcm = pcm[dropped * SAMPLE_WIDTH :]
+        start = base
+    if not pcm:
+        return dropped, w
+    off = (start - base) * SAMPLE_WIDTH
+    need = off + len(pcm)
+    if need > len(buf):
+        buf.extend(bytes(need - len(buf) + len(buf) // 4))
+    if off > w:
+        buf[w:off] = bytes(off - w)  # the gap: silence (the buffer past w holds stale bytes)
+    buf[off:need] = pcm
+    return dropped, max(w, need)
+
+
+def _take(buf: bytearray, w: int, n: int) -> tuple[bytes, int]:
+    """The first ``n`` bytes of the track (fewer if it holds less), moving the rest to the front.
+    Returns (those bytes, bytes still used)."""
+    with memoryview(buf) as view:
+        if n >= w:
+            return bytes(view[:w]), 0
+        out = bytes(view[:n])
+        view[: w - n] = view[n:w]  # overlapping: memoryview assignment moves like memmove
+    return out, w - n

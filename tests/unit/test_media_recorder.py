@@ -75,6 +75,7 @@ def test_file_is_playable_before_close(tmp_path):
     pcm = speech("Still recording when the process dies.", RATE)
     for i, f in enumerate(frames(pcm, RATE)):
         rec.add_caller(f, i * 0.02)
+    assert rec.sync()  # commits are written by the writer thread; wait until it has caught up
     shutil.copy(tmp_path / "m.wav", tmp_path / "crash.wav")  # what is on disk right now
     ch, rate, mono = read(tmp_path / "crash.wav")
     assert (ch, rate) == (1, RATE)
