@@ -2,17 +2,25 @@
 
 ``speech(text, rate)`` gives one utterance; ``speech_with_gaps(texts, rate, gap)`` joins several
 utterances with silence between them, and returns where each one sits. Results are cached per
-process (synthesis is deterministic and takes a few milliseconds).
+process.
+
+Each utterance is synthesized in a fresh interpreter: libespeak-ng carries state from one synthesis
+to the next inside a process (the pitch flutter phase and the overflow gain of its wave generator,
+static variables no API resets), so the same text rendered in-process sounds a little different
+depending on everything the process said before it, including the replies a test's own
+conversation synthesized. A fixture made that way changed with test order, and a marginal word
+flipped in whisper's transcript. A fresh process gives the same audio in every order and run.
 """
 
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from esl_controller.media.codecs import frame_bytes, silence, wav_read
-from esl_controller.pipeline.providers.tts import espeak_ng
 
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "audio"
 
@@ -23,10 +31,33 @@ PHRASES = (
 )
 
 
-@functools.lru_cache(maxsize=64)
+_RENDER = (
+    "import sys\n"
+    "from esl_controller.pipeline.providers.tts import espeak_ng\n"
+    "text, voice, rate = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+    "sys.stdout.buffer.write(espeak_ng.synthesize(text, voice=voice, sample_rate=rate).audio)\n"
+)
+RENDER_TIMEOUT = 30.0
+
+
+def synthesize_fresh(text: str, rate: int = 16000, voice: str = "en-us") -> bytes:
+    """espeak-ng PCM16 for ``text`` from a new process: independent of what this process said before."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _RENDER, text, voice, str(rate)],
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,  # the checkout, importable by the child
+        timeout=RENDER_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"espeak-ng fixture for {text!r} failed: {proc.stderr.decode()[-500:]}")
+    return proc.stdout
+
+
+@functools.lru_cache(maxsize=128)
 def speech(text: str, rate: int = 16000, voice: str = "en-us") -> bytes:
     """PCM16 mono speech for ``text`` at ``rate`` Hz, padded to whole 20 ms frames."""
-    audio = espeak_ng.synthesize(text, voice=voice, sample_rate=rate).audio
+    audio = synthesize_fresh(text, rate, voice)
     size = frame_bytes(rate)
     rest = len(audio) % size
     return audio + bytes(size - rest) if rest else audio
