@@ -37,7 +37,6 @@ log = logging.getLogger("esl_controller.media.recording_writer")
 
 _allocate_lock = monkey.get_original("_thread", "allocate_lock")
 _start_new_thread = monkey.get_original("_thread", "start_new_thread")
-_os_sleep = monkey.get_original("time", "sleep")  # gevent's sleep would start a hub in this thread
 
 _HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")  # RIFF/WAVE, a 16-byte PCM fmt chunk, the data chunk
 _SILENCE_CHUNK = 1 << 16  # bytes of zeros written at a time for dropped audio
@@ -317,9 +316,6 @@ class RecordingWriter:
                     written += len(job[2]) + (len(job[3]) if job[3] is not None else 0)
                     if files.error is None and not files.closed:
                         files.write(job[2], job[3], job[4])
-                        # Give the GIL back after each recording's chunk: the hub waits at most one
-                        # job (tens of µs), not a whole switch interval (5 ms), behind this thread.
-                        _os_sleep(0)
                 elif kind == _SILENCE:
                     if files.error is None and not files.closed:
                         files.write_silence(job[2])
