@@ -428,22 +428,9 @@ class _Connection(ServerSocket):
         """Process lean-parser events; False once the connection is finished."""
         for event in events:
             if type(event) is ws_lean.BinaryData:
-                if event.message_finished and event.data and not self._binary_len:
-                    self._on_binary(event.data, received_at)  # a whole message: the usual case
-                else:
-                    self._binary_len += len(event.data)
-                    if event.data:
-                        self._on_binary(event.data, received_at)
-                    if event.message_finished:
-                        if self._binary_len == 0:
-                            self._on_binary(b"", received_at)
-                        self._binary_len = 0
+                self._binary_part(event.data, event.message_finished, received_at)
             elif type(event) is ws_lean.TextData:
-                self._text_parts.append(event.data)
-                if event.message_finished:
-                    text = "".join(self._text_parts)
-                    self._text_parts = []
-                    self._on_text(text)
+                self._text_part(event.data, event.message_finished)
             else:  # a control frame: wsproto keeps the close handshake state
                 self.ws.receive_data(event.raw)
                 if not self._handle_events():
@@ -451,6 +438,26 @@ class _Connection(ServerSocket):
             if self._end_reason != "open":
                 return False
         return True
+
+    def _binary_part(self, data: bytes, finished: bool, received_at: float) -> None:
+        """Part of a binary message (from either parser); an empty message is the end-of-audio marker."""
+        if finished and data and not self._binary_len:
+            self._on_binary(data, received_at)  # a whole message: the usual case
+            return
+        self._binary_len += len(data)
+        if data:
+            self._on_binary(data, received_at)
+        if finished:
+            if self._binary_len == 0:
+                self._on_binary(b"", received_at)
+            self._binary_len = 0
+
+    def _text_part(self, data: str, finished: bool) -> None:
+        self._text_parts.append(data)
+        if finished:
+            text = "".join(self._text_parts)
+            self._text_parts = []
+            self._on_text(text)
 
     def _accept(self, request: Request) -> bool:
         try:
@@ -472,19 +479,9 @@ class _Connection(ServerSocket):
         received_at = time.monotonic()
         for event in self.ws.events():
             if isinstance(event, BytesMessage):
-                self._binary_len += len(event.data)
-                if event.data:
-                    self._on_binary(event.data, received_at)
-                if event.message_finished:
-                    if self._binary_len == 0:
-                        self._on_binary(b"", received_at)
-                    self._binary_len = 0
+                self._binary_part(event.data, event.message_finished, received_at)
             elif isinstance(event, TextMessage):
-                self._text_parts.append(event.data)
-                if event.message_finished:
-                    text = "".join(self._text_parts)
-                    self._text_parts = []
-                    self._on_text(text)
+                self._text_part(event.data, event.message_finished)
             elif isinstance(event, Ping):
                 self._write(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
