@@ -88,6 +88,20 @@ def send_speech(client, text):
         client.send_audio(pcm[i : i + 640])
 
 
+def caller_books_a_table(harness, session, client, timeout=SPEECH_WAIT):
+    """The caller asks for a table: the speech is heard ("table" in the user message) and the
+    scripted reply ("how many people") comes back as real audio and is stored."""
+    send_speech(client, CALLER)
+    reply = next_json(client, "playAudio", timeout=timeout)
+    assert "how many people" in (reply["data"].get("textContent") or "")
+    assert rms(base64.b64decode(reply["data"]["audioContent"])) > 300
+    until(
+        lambda: any(r == "bot" and "how many" in m for r, m in messages(harness, session.call_id))
+    )
+    user = [m for r, m in messages(harness, session.call_id) if r == "user"]
+    assert user and "table" in user[0].lower()
+
+
 def messages(harness, call_id):
     from esl_controller.db.models import CallMessage
 
@@ -116,15 +130,7 @@ def test_phone_call_talks_and_records(harness, database):
     until(lambda: not session.pipeline.port.playing())
 
     # the caller speaks; whisper hears it; the scripted reply is synthesized and sent
-    send_speech(client, CALLER)
-    reply = next_json(client, "playAudio", timeout=15)
-    assert "how many people" in (reply["data"].get("textContent") or "")
-    assert rms(base64.b64decode(reply["data"]["audioContent"])) > 300
-    until(
-        lambda: any(r == "bot" and "how many" in m for r, m in messages(harness, session.call_id))
-    )
-    user = [m for r, m in messages(harness, session.call_id) if r == "user"]
-    assert user and "table" in user[0].lower()
+    caller_books_a_table(harness, session, client, timeout=15)
 
     until(lambda: not session.pipeline.port.playing())
     leg.hangup()

@@ -4,7 +4,6 @@ speech over the mod_audio_fork look-alike client. Synchronised on messages and e
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 
@@ -13,16 +12,16 @@ from audio_fixtures import speech
 from test_calls_support import WAIT, make_phone_number, run_harness
 from test_e2e_calls import (
     CALLER,
+    caller_books_a_table,
     fork_client,
     messages,
     next_json,
-    send_speech,
     set_assistant,
     until,
 )
 
 from esl_controller.media import silero
-from esl_controller.media.codecs import rms, silence
+from esl_controller.media.codecs import silence
 
 
 @pytest.fixture
@@ -54,15 +53,7 @@ def test_phone_call_with_silero_vad(harness, database):
     windows_before = vad.confidence.windows
 
     # the caller speaks; Silero finds the utterance, whisper hears it, the scripted reply is spoken
-    send_speech(client, CALLER)
-    reply = next_json(client, "playAudio")
-    assert "how many people" in (reply["data"].get("textContent") or "")
-    assert rms(base64.b64decode(reply["data"]["audioContent"])) > 300
-    until(
-        lambda: any(r == "bot" and "how many" in m for r, m in messages(harness, session.call_id))
-    )
-    user = [m for r, m in messages(harness, session.call_id) if r == "user"]
-    assert user and "table" in user[0].lower()
+    caller_books_a_table(harness, session, client)
     assert vad.utterances >= 1
 
     # every window of the caller's audio went through the model
