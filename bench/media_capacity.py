@@ -1,21 +1,26 @@
 """Fork-stream capacity: how many concurrent mod_audio_fork streams one hub (one core) carries.
 
-The server side (this process) runs the real ForkServer (gevent, wsproto for the handshake and a
-lean parser for data frames) and, per call, frames handled inline in the socket greenlet as the
-call session does (``--queue``: through the per-call queue instead), the
-webrtcvad VAD, a mono + stereo recording to disk and a stubbed STT (each endpointed utterance gets
-a ``transcription`` text back and a "TTS" reply placed on the assistant track). A separate client
-process plays N mod_audio_fork look-alikes: handshake with the ``audio.drachtio.org``
-subprotocol, metadata frame, then 16 kHz mono L16 speech with pauses in 20 ms binary frames at
-real-time pace (one ticker, pre-built masked frames, so the client side stays cheap).
+The server side (this process) runs the real ForkServer (gevent; wsproto for the handshake, a lean
+parser for data frames; one batch reader greenlet reads every socket each ``--read-interval`` ms)
+and, per call, frames handled inline in the reader as the call session does (``--queue``: through
+the per-call queue and a consumer greenlet instead): the webrtcvad VAD, a mono + stereo recording
+to disk (written by the process-wide recording writer thread, whose CPU counts) and a stubbed STT
+(each endpointed utterance gets a ``transcription`` text back and a "TTS" reply placed on the
+assistant track). A separate plain (not gevent) client process plays N mod_audio_fork look-alikes:
+handshake with the ``audio.drachtio.org`` subprotocol, metadata frame, then 16 kHz mono L16 speech
+with pauses in 20 ms binary frames at real-time pace (one paced loop of non-blocking sends of
+pre-built masked frames, so the client side stays cheap).
 
 For each N it measures, during a window after warm-up: frame handling lateness (when VAD +
 recording of a frame finished, against that frame's best-case time on the real-time schedule of
-its stream: covers socket buffers, the queue and the hub) p50/p99, frames dropped, hub lateness (a 10 ms timer's overshoot), server CPU,
-and RSS growth per call. The largest N with p99 lateness < 20 ms, hub lateness p99 < 20 ms and no drops is the headline.
+its stream: covers socket buffers, the reader's tick and the hub) p50/p99, frames dropped, hub
+lateness (a 10 ms timer's overshoot), server CPU per frame (and the kernel's share), GC pauses and
+RSS growth per call. The largest N with p99 lateness < 20 ms, hub lateness p99 < 20 ms and no drops
+is the headline.
 
     .venv/bin/python bench/media_capacity.py --quick     # < 1 minute
-    .venv/bin/python bench/media_capacity.py             # ramp then bisect
+    .venv/bin/python bench/media_capacity.py             # 100 .. 1000 streams, 10 s windows
+    .venv/bin/python bench/media_capacity.py --no-record # without the recording
 """
 
 from __future__ import annotations
@@ -388,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.ERROR)
     if args.quick:
-        steps = [50, 150, 300, 500]
+        steps = [100, 300, 500, 700]
         warmup, window = 1.5, args.window or 4.0
     else:
         steps = [100, 200, 300, 400, 500, 600, 800, 1000]
@@ -397,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         steps = [int(s) for s in args.steps.split(",")]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; 16 kHz mono, 20 ms frames;")
     print(
-        "per call: fork WebSocket (wsproto handshake, lean data frames) + webrtcvad + mono & "
-        f"stereo WAV; STT stubbed; frames {'queued' if args.queue else 'inline'}"
+        "per call: fork WebSocket (wsproto handshake, lean data frames, one batch reader)"
+        f"{'' if args.no_vad else ' + webrtcvad'}"
+        f"{'' if args.no_record else ' + mono & stereo WAV (writer thread)'}; STT stubbed; "
+        f"frames {'queued' if args.queue else 'inline'}"
     )
     baseline = rss_kb()
     best: dict | None = None
@@ -426,9 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     if best is None:
         print("media_capacity: no step passed (p99 frame handling < 20 ms, no drops)")
         return 1
+    work = " + ".join(
+        name for name, on in (("VAD", not args.no_vad), ("recording", not args.no_record)) if on
+    )
     print(
         f"media_capacity: {best['n']} concurrent 16 kHz fork streams on one hub (one core) with "
-        f"VAD + recording: p99 frame handling {best['p99_ms']:.2f} ms, 0 drops, hub lateness "
+        f"{work or 'transport only'}: p99 frame handling {best['p99_ms']:.2f} ms, 0 drops, hub lateness "
         f"p99 {best['hub_lateness_p99_ms']:.2f} ms, {best['kb_per_call']:.0f} KB RSS per call, "
         f"cpu {best['cpu'] * 100:.0f}% ({best['us_per_frame']:.0f} us server CPU per frame)"
     )
