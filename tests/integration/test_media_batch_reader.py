@@ -168,8 +168,11 @@ def test_stop_tells_every_target(pairs):
         r.add(theirs, target)
     r.stop(timeout=2)
     assert [t.closed for t in targets] == [["reader stopped"]] * 3
+    assert r.greenlet is None
     with pytest.raises(RuntimeError):
         r.add(socket.socket(), Target())
+    with pytest.raises(RuntimeError):
+        r.start()
 
 
 def test_idle_reader_does_not_spin(reader, pairs):
