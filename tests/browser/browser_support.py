@@ -14,3 +14,17 @@ def shot(page, name: str, full_page: bool = True) -> Path:
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+# The scripted assistant both web-call page tests talk to.
+MODEL = {
+    "provider": "custom-llm",
+    "model": "scripted",
+    "url": "scripted://",
+    "rules": [{"keywords": ["table", "book", "people"], "reply": "Sure, for how many people?"}],
+}
+ASSISTANT = {
+    "model": MODEL,
+    "firstMessageMode": "assistant-speaks-first",
+    "firstMessage": "Hello, this is the Harbour Bistro.",
+}

@@ -254,3 +254,14 @@ def controlled(tmp_path_factory) -> Iterator[Controlled]:
         controller.stop(2)
         server.stop(timeout=2)
         db.close()
+
+
+@pytest.fixture(scope="module")
+def stt():
+    """The embedded STT engine must load here, else the page can never hear the caller."""
+    from esl_controller.pipeline.providers import registry
+
+    try:
+        return registry.build_transcriber(None)
+    except Exception as exc:  # noqa: BLE001 - any failure means the embedded engine is not usable here
+        pytest.skip(f"embedded STT not available: {exc}")

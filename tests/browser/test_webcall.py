@@ -15,31 +15,9 @@ import uuid
 
 import gevent
 import pytest
-from browser_support import shot
+from browser_support import ASSISTANT, MODEL, shot
 
 from esl_controller.db.fields import utcnow
-
-MODEL = {
-    "provider": "custom-llm",
-    "model": "scripted",
-    "url": "scripted://",
-    "rules": [{"keywords": ["table", "book", "people"], "reply": "Sure, for how many people?"}],
-}
-ASSISTANT = {
-    "model": MODEL,
-    "firstMessageMode": "assistant-speaks-first",
-    "firstMessage": "Hello, this is the Harbour Bistro.",
-}
-
-
-@pytest.fixture(scope="module")
-def stt():
-    from esl_controller.pipeline.providers import registry
-
-    try:
-        return registry.build_transcriber(None)
-    except Exception as exc:  # noqa: BLE001 - any failure means the embedded engine is not usable here
-        pytest.skip(f"embedded STT not available: {exc}")
 
 
 @pytest.fixture(scope="module")

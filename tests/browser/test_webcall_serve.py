@@ -16,31 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import gevent
 import pytest
-from browser_support import shot
+from browser_support import ASSISTANT, shot
 
-MODEL = {
-    "provider": "custom-llm",
-    "model": "scripted",
-    "url": "scripted://",
-    "rules": [{"keywords": ["table", "book", "people"], "reply": "Sure, for how many people?"}],
-}
-ASSISTANT = {
-    "name": "Harbour Bistro (browser test)",
-    "model": MODEL,
-    "firstMessageMode": "assistant-speaks-first",
-    "firstMessage": "Hello, this is the Harbour Bistro.",
-}
-
-
-@pytest.fixture(scope="module")
-def stt():
-    """The embedded STT engine must load here, else the page can never hear the caller."""
-    from esl_controller.pipeline.providers import registry
-
-    try:
-        return registry.build_transcriber(None)
-    except Exception as exc:  # noqa: BLE001 - any failure means the embedded engine is not usable here
-        pytest.skip(f"embedded STT not available: {exc}")
+ASSISTANT = {**ASSISTANT, "name": "Harbour Bistro (browser test)"}
 
 
 @pytest.fixture(scope="module")
