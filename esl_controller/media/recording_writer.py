@@ -12,17 +12,18 @@ The hand-off is bounded: when the audio submitted but not yet written passes ``m
 while memory stays bounded; the recording counts the dropped samples and it is logged once.
 
 The worker is a raw OS thread (the original ``_thread.start_new_thread`` even when gevent has
-monkey-patched the process), so its blocking writes never stop the hub. It is woken through a
-C ``SimpleQueue``; whoever waits for it (a greenlet on a gevent hub, or a plain thread) is woken
-through a hub async watcher or a native lock, and every wait has a timeout.
+monkey-patched the process), so its blocking writes never stop the hub. It is woken through the
+C ``queue.SimpleQueue`` (the original, even when gevent patched it); whoever waits for it (a
+greenlet on a gevent hub, or a plain thread) is woken through a hub async watcher or a native lock,
+and every wait has a timeout.
 """
 
 from __future__ import annotations
 
-import _queue
 import atexit
 import logging
 import os
+import queue
 import struct
 import time
 from typing import Any
@@ -37,6 +38,9 @@ log = logging.getLogger("esl_controller.media.recording_writer")
 
 _allocate_lock = monkey.get_original("_thread", "allocate_lock")
 _start_new_thread = monkey.get_original("_thread", "start_new_thread")
+_SimpleQueue = monkey.get_original(
+    "queue", "SimpleQueue"
+)  # the C queue, even when gevent patched it
 
 _HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")  # RIFF/WAVE, a 16-byte PCM fmt chunk, the data chunk
 _SILENCE_CHUNK = 1 << 16  # bytes of zeros written at a time for dropped audio
@@ -166,7 +170,7 @@ class RecordingWriter:
         self.batch_seconds = batch_seconds
         self.max_backlog_bytes = max_backlog_bytes
         self._lock = _allocate_lock()  # a real lock: held only to swap/append, never across I/O
-        self._wake: Any = _queue.SimpleQueue()
+        self._wake: Any = _SimpleQueue()
         self._pending: list[Any] = []
         self._backlog = 0  # audio bytes submitted and not yet written (pending or in hand)
         self._urgent = False
@@ -272,7 +276,7 @@ class RecordingWriter:
                 log.exception("recording writer: unexpected error")
                 try:
                     self._wake.get(timeout=1.0)
-                except _queue.Empty:
+                except queue.Empty:
                     pass
         if self._exited is not None:
             self._exited.notify()
@@ -287,14 +291,14 @@ class RecordingWriter:
                 return False
             try:
                 self._wake.get(timeout=_IDLE_SECONDS)
-            except _queue.Empty:
+            except queue.Empty:
                 pass
             return True
         delay = self._last_take + self.batch_seconds - time.monotonic()
         while delay > 0 and not self._urgent:  # gather one batch, unless someone waits
             try:
                 self._wake.get(timeout=delay)
-            except _queue.Empty:
+            except queue.Empty:
                 break
             delay = self._last_take + self.batch_seconds - time.monotonic()
         with self._lock:
