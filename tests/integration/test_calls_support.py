@@ -145,3 +145,14 @@ def run_harness(settings, database, api_key, **kwargs):
         yield h
     finally:
         h.close()
+
+
+def run_pipeline_harness(settings, database, api_key):
+    """``run_harness`` for end-to-end calls: the voice pipeline on, the web-call and listen servers on
+    ephemeral ports, whisper loaded on first use (not warmed at start)."""
+    import dataclasses
+
+    media = dataclasses.replace(settings.media, webcall_port=0, listen_port=0, warm_stt=False)
+    yield from run_harness(
+        dataclasses.replace(settings, media=media), database, api_key, pipeline=True
+    )

@@ -5,14 +5,13 @@ The real controller and voice pipeline against the fake FreeSWITCH, a fork clien
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 
 import gevent.event
 import pytest
 from audio_fixtures import speech
-from test_calls_support import make_phone_number, run_harness
+from test_calls_support import make_phone_number, run_pipeline_harness
 from test_e2e_calls import CALLER, fork_client, next_json, send_speech, set_assistant, until
 
 from esl_controller.db.models import CallMessage
@@ -22,10 +21,7 @@ SECOND = "Can I book a table for four on Friday?"
 
 @pytest.fixture
 def harness(settings, database, api_key):
-    media = dataclasses.replace(settings.media, webcall_port=0, listen_port=0, warm_stt=False)
-    yield from run_harness(
-        dataclasses.replace(settings, media=media), database, api_key, pipeline=True
-    )
+    yield from run_pipeline_harness(settings, database, api_key)
 
 
 class InFlight:

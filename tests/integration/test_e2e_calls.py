@@ -5,7 +5,6 @@ and a web call over its WebSocket. Synchronised on messages and events (bounded 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
 import time
@@ -15,7 +14,7 @@ from urllib.parse import urlparse
 import gevent
 import pytest
 from audio_fixtures import speech
-from test_calls_support import WAIT, make_phone_number, run_harness
+from test_calls_support import WAIT, make_phone_number, run_pipeline_harness
 
 from esl_controller.media.codecs import rms, silence
 from esl_controller.media.fork_client import ForkClient, ForkRejected
@@ -36,10 +35,7 @@ CALLER = "Hello, I would like to book a table for two people tonight."
 
 @pytest.fixture
 def harness(settings, database, api_key):
-    media = dataclasses.replace(settings.media, webcall_port=0, listen_port=0, warm_stt=False)
-    yield from run_harness(
-        dataclasses.replace(settings, media=media), database, api_key, pipeline=True
-    )
+    yield from run_pipeline_harness(settings, database, api_key)
 
 
 # waits that include real speech recognition (whisper in worker processes) get more room on a busy machine

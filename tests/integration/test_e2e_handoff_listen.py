@@ -6,12 +6,12 @@ without hurting the call. Real controller, fake FreeSWITCH, fork look-alike clie
 from __future__ import annotations
 
 import audioop
-import dataclasses
 from urllib.parse import urlparse
 
 import pytest
-from test_calls_support import WAIT, make_phone_number, run_harness
+from test_calls_support import WAIT, make_phone_number, run_pipeline_harness
 from test_e2e_calls import (
+    CALLER,
     FIRST,
     MODEL,
     fork_client,
@@ -32,15 +32,11 @@ SECOND_MODEL = {
     "url": "scripted://",
     "rules": [{"keywords": ["table"], "reply": "Billing cannot book tables, sorry."}],
 }
-CALLER = "Hello, I would like to book a table for two people tonight."
 
 
 @pytest.fixture
 def harness(settings, database, api_key):
-    media = dataclasses.replace(settings.media, webcall_port=0, listen_port=0, warm_stt=False)
-    yield from run_harness(
-        dataclasses.replace(settings, media=media), database, api_key, pipeline=True
-    )
+    yield from run_pipeline_harness(settings, database, api_key)
 
 
 def setup_assistants(database, phone, model=MODEL):

@@ -4,12 +4,11 @@ speech over the mod_audio_fork look-alike client. Synchronised on messages and e
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 from audio_fixtures import speech
-from test_calls_support import WAIT, make_phone_number, run_harness
+from test_calls_support import WAIT, make_phone_number, run_pipeline_harness
 from test_e2e_calls import (
     CALLER,
     caller_books_a_table,
@@ -26,10 +25,7 @@ from esl_controller.media.codecs import silence
 
 @pytest.fixture
 def harness(settings, database, api_key):
-    media = dataclasses.replace(settings.media, webcall_port=0, listen_port=0, warm_stt=False)
-    yield from run_harness(
-        dataclasses.replace(settings, media=media), database, api_key, pipeline=True
-    )
+    yield from run_pipeline_harness(settings, database, api_key)
 
 
 def test_phone_call_with_silero_vad(harness, database):
