@@ -202,14 +202,22 @@ def run_step(
     vad_on: bool = True,
     inline: bool = False,
     read_interval: float = 0.005,
+    writer_kind: str = "process",
 ) -> dict:
     import gevent
 
     from esl_controller.media.fork_server import ForkServer, StreamClosed
     from esl_controller.media.recorder import CallRecorder
+    from esl_controller.media.recording_process import ProcessRecordingWriter
+    from esl_controller.media.recording_writer import shared_writer
     from esl_controller.media.vad import SpeechEnded, VoiceActivityDetector
 
     stats = Stats()
+    writer = None
+    if record_dir:
+        writer = ProcessRecordingWriter() if writer_kind == "process" else shared_writer()
+        if writer_kind == "process":
+            writer.start()
     reply = b"\x10\x00" * (RATE // 2)  # stand-in TTS audio, 0.5 s
 
     def on_stream(stream) -> None:
@@ -217,7 +225,9 @@ def run_step(
         rec = None
         if record_dir:
             base = os.path.join(record_dir, stream.call_id)
-            rec = CallRecorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
+            rec = CallRecorder(
+                stream.sample_rate, base + ".wav", base + "-stereo.wav", writer=writer
+            )
 
         best = [float("inf")]
 
@@ -292,6 +302,8 @@ def run_step(
         raise RuntimeError(f"client did not start: {ready!r}")
     gevent.sleep(warmup)
     dropped_before = sum(s.frames_dropped for s in server.streams.values())
+    child_pid = getattr(writer, "pid", None)
+    child0 = proc_cpu(child_pid)
     cpu0 = os.times()
     t0 = time.monotonic()
     stats.measuring = True
@@ -299,6 +311,7 @@ def run_step(
     stats.measuring = False
     wall = time.monotonic() - t0
     cpu1 = os.times()
+    child1 = proc_cpu(child_pid)
     rss = rss_kb()
     streams = list(server.streams.values())
     dropped = sum(s.frames_dropped for s in streams) - dropped_before
@@ -307,7 +320,12 @@ def run_step(
     stop_probe[0] = True
     gc.callbacks.remove(on_gc)
     server.stop(timeout=5)
+    if writer_kind == "process" and writer is not None:
+        writer.stop(timeout=10)
     expected = n * window / TICK
+    writer_cpu = (
+        (child1 - child0) if child_pid and child_pid == getattr(writer, "pid", None) else 0.0
+    )
     return {
         "n": n,
         "streams": len(streams),
@@ -324,11 +342,25 @@ def run_step(
             ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, stats.frames) * 1e6
         ),
         "sys_us_per_frame": (cpu1.system - cpu0.system) / max(1, stats.frames) * 1e6,
+        "writer_cpu": writer_cpu / wall,
+        "writer_us_per_frame": writer_cpu / max(1, stats.frames) * 1e6,
         "utterances": stats.utterances,
         "gc_max_ms": max(gc_pauses, default=0.0) * 1000,
         "gc_total_ms": sum(gc_pauses) * 1000,
         "client": client,
     }
+
+
+def proc_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of another process (the recording writer), 0 when gone."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def passes(r: dict) -> bool:
@@ -349,7 +381,12 @@ def show(r: dict) -> None:
         f"p99={r['p99_ms']:.2f} ms hub lateness p99={r['hub_lateness_p99_ms']:.2f} ms "
         f"max={r['hub_lateness_max_ms']:.1f} ms cpu={r['cpu'] * 100:.0f}% "
         f"({r['us_per_frame']:.0f} us/frame, {r['sys_us_per_frame']:.0f} in the kernel) "
-        f"mem={r['kb_per_call']:.0f} KB/call utterances={r['utterances']} "
+        + (
+            f"writer process cpu={r['writer_cpu'] * 100:.0f}% ({r['writer_us_per_frame']:.1f} us/frame) "
+            if r["writer_cpu"]
+            else ""
+        )
+        + f"mem={r['kb_per_call']:.0f} KB/call utterances={r['utterances']} "
         f"gc max={r['gc_max_ms']:.1f} ms total={r['gc_total_ms']:.0f} ms "
         f"client send lateness p99={c['send_lateness_p99_ms']:.1f} ms "
         f"{'PASS' if passes(r) else 'FAIL'}",
@@ -373,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         "socket greenlet, as the call session does)",
     )
     parser.add_argument("--no-vad", action="store_true", help="skip the VAD")
+    parser.add_argument(
+        "--writer",
+        choices=("process", "thread"),
+        default="process",
+        help="who writes the recordings: the writer process (the controller's default) or a "
+        "thread of the hub's process",
+    )
     parser.add_argument(
         "--read-interval",
         type=float,
@@ -404,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "per call: fork WebSocket (wsproto handshake, lean data frames, one batch reader)"
         f"{'' if args.no_vad else ' + webrtcvad'}"
-        f"{'' if args.no_record else ' + mono & stereo WAV (writer thread)'}; STT stubbed; "
+        f"{'' if args.no_record else f' + mono & stereo WAV (writer {args.writer})'}; STT stubbed; "
         f"frames {'queued' if args.queue else 'inline'}"
     )
     baseline = rss_kb()
@@ -423,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 vad_on=not args.no_vad,
                 inline=not args.queue,
                 read_interval=args.read_interval / 1000.0,
+                writer_kind=args.writer,
             )
             show(r)
             for name in os.listdir(step_dir) if step_dir else ():
@@ -441,6 +486,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{work or 'transport only'}: p99 frame handling {best['p99_ms']:.2f} ms, 0 drops, hub lateness "
         f"p99 {best['hub_lateness_p99_ms']:.2f} ms, {best['kb_per_call']:.0f} KB RSS per call, "
         f"cpu {best['cpu'] * 100:.0f}% ({best['us_per_frame']:.0f} us server CPU per frame)"
+        + (
+            f" + writer process {best['writer_cpu'] * 100:.0f}% of a core "
+            f"({best['writer_us_per_frame']:.1f} us per frame)"
+            if best["writer_cpu"]
+            else ""
+        )
     )
     return 0
 

@@ -261,10 +261,15 @@ class MediaSettings:
     #: how often one greenlet reads every call's fork socket (ms): longer batches more calls per
     #: wake-up (less CPU per frame), shorter hands audio on sooner
     fork_read_interval_ms: float = 5.0
+    #: who writes call recordings: "process" (a child process: mixing and file writes never share
+    #: the hub's GIL) or "thread" (a thread of this process)
+    recording_writer: str = "process"
 
     def __post_init__(self) -> None:
         if not 0 < self.fork_read_interval_ms <= 50:
             raise ConfigError("media.fork_read_interval_ms: must be above 0 and at most 50")
+        if self.recording_writer not in ("process", "thread"):
+            raise ConfigError('media.recording_writer: must be "process" or "thread"')
 
 
 @dataclasses.dataclass(frozen=True)

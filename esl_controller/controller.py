@@ -247,6 +247,9 @@ class Controller:
         if self._reconciler is not None:
             self._reconciler.kill(block=False)
         self.registry.shutdown(timeout)
+        stop_writer = getattr(self.pipeline_factory, "stop", None)
+        if stop_writer is not None:
+            stop_writer(timeout)
         if self.lifecycle is not None:
             self.lifecycle.stop(timeout)
         if self.outbound is not None:

@@ -57,6 +57,18 @@ class PipelineFactory:
         self.providers = providers
         self.conversation_kwargs = dict(conversation_kwargs or {})
         self.built: dict[str, MediaPipeline] = {}
+        #: the process writer (``media.recording_writer = "process"``; its process starts with the
+        #: first recording), or None for the process-wide writer thread
+        self.recording_writer: Any = None
+        if settings.media.recording_writer == "process":
+            from esl_controller.media.recording_process import ProcessRecordingWriter
+
+            self.recording_writer = ProcessRecordingWriter()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """After the calls: let the recording writer finish every file."""
+        if self.recording_writer is not None and not self.recording_writer.stop(timeout):
+            log.warning("recording writer: not finished within %.1f s", timeout)
 
     def __call__(self, session: Any) -> MediaPipeline | None:
         from esl_controller.pipeline.assistant import AssistantConfig, AssistantConfigError
@@ -389,7 +401,7 @@ class PipelineFactory:
         mono = directory / f"{row.id}.mono.wav"
         stereo = directory / f"{row.id}.stereo.wav"
         try:
-            recorder = CallRecorder(rate, str(mono), str(stereo))
+            recorder = CallRecorder(rate, str(mono), str(stereo), writer=self.recording_writer)
         except OSError as exc:
             log.warning("call %s: cannot record (%s)", row.id, exc)
             return None, None

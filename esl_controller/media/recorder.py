@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 
 from esl_controller.media.codecs import SAMPLE_WIDTH
-from esl_controller.media.recording_writer import (
-    RecordingFiles,
-    RecordingWriter,
-    WavWriter,
-    shared_writer,
-)
+from esl_controller.media.recording_writer import RecordingWriter, WavWriter, shared_writer
 
 __all__ = ["CallRecorder", "WavWriter"]
 
@@ -40,10 +36,11 @@ class CallRecorder:
     """Time-aligned caller/assistant recording to a mono (mixed) and/or a stereo WAV.
 
     ``phase`` (0 < phase <= 1, default random) is the fraction of ``flush_seconds`` after which the
-    first span is committed; ``writer`` defaults to the process-wide one."""
+    first span is committed; ``writer`` defaults to the process-wide thread writer (the controller
+    passes its ``ProcessRecordingWriter``). The files are created here: OSError when they cannot be."""
 
     __slots__ = (
-        "sample_rate", "mono", "stereo", "late_samples_dropped", "closed", "_files", "_writer",
+        "sample_rate", "late_samples_dropped", "closed", "_files", "_writer",
         "_cbuf", "_cw", "_ccap", "_c_end", "_abuf", "_aw", "_acap", "_a_end",
         "_base", "_hold", "_flush", "_max", "_span", "_due", "_cap0",
     )  # fmt: skip
@@ -58,7 +55,7 @@ class CallRecorder:
         max_buffer_seconds: float = 120.0,
         *,
         phase: float | None = None,
-        writer: RecordingWriter | None = None,
+        writer: RecordingWriter | Any | None = None,
     ) -> None:
         if not mono_path and not stereo_path:
             raise ValueError("CallRecorder needs a mono_path, a stereo_path, or both")
@@ -67,15 +64,8 @@ class CallRecorder:
         if not 0.0 < phase <= 1.0:
             raise ValueError("phase must be in (0, 1]")
         self.sample_rate = sample_rate
-        self.mono = WavWriter(mono_path, sample_rate, 1) if mono_path else None
-        try:
-            self.stereo = WavWriter(stereo_path, sample_rate, 2) if stereo_path else None
-        except OSError:
-            if self.mono is not None:
-                self.mono.close()
-            raise
-        self._files = RecordingFiles(self.mono, self.stereo)
         self._writer = writer if writer is not None else shared_writer()
+        self._files = self._writer.open(mono_path, stereo_path, sample_rate)
         self._base = 0  # absolute sample index of the first uncommitted sample
         self._hold = int(hold_back_seconds * sample_rate)
         self._flush = max(1, int(flush_seconds * sample_rate))
@@ -93,6 +83,11 @@ class CallRecorder:
         self._set_due()
         self.late_samples_dropped = 0
         self.closed = False
+
+    @property
+    def files(self) -> Any:
+        """The writer's handle on this recording (``RecordingFiles`` with the thread writer)."""
+        return self._files
 
     @property
     def committed_seconds(self) -> float:

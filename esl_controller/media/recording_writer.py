@@ -53,17 +53,51 @@ _L16 = np.dtype("<i2")
 class WavWriter:
     """A 16-bit PCM WAV file that is valid (correct sizes) after every ``write``."""
 
-    def __init__(self, path: str, sample_rate: int, channels: int = 1, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        sample_rate: int,
+        channels: int = 1,
+        fsync: bool = False,
+        append: bool = False,
+    ) -> None:
+        """A new file, or with ``append`` one this class wrote before (same rate and channels): writing
+        goes on after the audio its header counts (anything past that is cut off)."""
         self.path = path
         self.sample_rate = sample_rate
         self.channels = channels
         self.fsync = fsync
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._data = 0  # bytes in the data chunk
-        self._file.write(self._header())  # an empty but valid file
-        self._file.flush()
-        self.frames_written = 0
+        if append:
+            self._file = open(path, "r+b")  # noqa: SIM115 - closed in close()
+            try:
+                self._data = self._read_header()
+                self._file.truncate(_HEADER.size + self._data)
+                self._file.seek(0, os.SEEK_END)
+            except (OSError, ValueError):
+                self._file.close()
+                raise
+        else:
+            self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+            self._file.write(self._header())  # an empty but valid file
+            self._file.flush()
+        self.frames_written = self._data // (SAMPLE_WIDTH * channels)
         self.closed = False
+
+    def _read_header(self) -> int:
+        raw = self._file.read(_HEADER.size)
+        if len(raw) != _HEADER.size:
+            raise ValueError(f"{self.path}: not a WAV file written here (short header)")
+        fields = _HEADER.unpack(raw)
+        if fields[0] != b"RIFF" or fields[2] != b"WAVE" or fields[11] != b"data":
+            raise ValueError(f"{self.path}: not a WAV file written here")
+        if fields[6] != self.channels or fields[7] != self.sample_rate:
+            raise ValueError(
+                f"{self.path}: {fields[6]} channels at {fields[7]} Hz, expected "
+                f"{self.channels} at {self.sample_rate}"
+            )
+        block = SAMPLE_WIDTH * self.channels
+        return fields[12] - fields[12] % block
 
     def _header(self) -> bytes:
         block = SAMPLE_WIDTH * self.channels
@@ -138,11 +172,52 @@ class RecordingFiles:
             if wav is not None:
                 wav.write_silence(n)
 
+    def write_at(
+        self, position: int, caller: bytes | bytearray, assistant: bytes | bytearray | None, n: int
+    ) -> int:
+        """``write`` at sample ``position`` of the recording: what a file already holds from there on
+        is skipped, a hole before it becomes silence. Returns the samples of silence put in."""
+        size = n * SAMPLE_WIDTH
+        if len(caller) < size:
+            caller = bytes(caller) + bytes(size - len(caller))
+        gap = 0
+        if self.mono is not None and self.mono.frames_written < position + n:
+            pcm = mix(caller, assistant) if assistant else caller
+            gap = max(gap, _write_positioned(self.mono, position, pcm, n))
+        if self.stereo is not None and self.stereo.frames_written < position + n:
+            gap = max(
+                gap, _write_positioned(self.stereo, position, _stereo(caller, assistant, n), n)
+            )
+        return gap
+
+    def pad_to(self, position: int) -> int:
+        """Silence up to sample ``position`` in each file; the most samples one file needed."""
+        gap = 0
+        for wav in (self.mono, self.stereo):
+            if wav is not None and wav.frames_written < position:
+                gap = max(gap, position - wav.frames_written)
+                wav.write_silence(position - wav.frames_written)
+        return gap
+
     def close(self) -> None:
         self.closed = True
         for wav in (self.mono, self.stereo):
             if wav is not None:
                 wav.close()
+
+
+def _write_positioned(
+    wav: WavWriter, position: int, pcm: bytes | bytearray | memoryview, n: int
+) -> int:
+    have = wav.frames_written
+    gap = 0
+    if position > have:
+        gap = position - have
+        wav.write_silence(gap)
+    elif position < have:  # the file holds the start of it already
+        pcm = memoryview(pcm)[(have - position) * SAMPLE_WIDTH * wav.channels :]
+    wav.write(pcm)
+    return gap
 
 
 def _stereo(caller: bytes | bytearray, assistant: bytes | bytearray | None, n: int) -> memoryview:
@@ -196,6 +271,17 @@ class RecordingWriter:
     @property
     def backlog_bytes(self) -> int:
         return self._backlog
+
+    def open(self, mono: str | None, stereo: str | None, sample_rate: int) -> RecordingFiles:
+        """Create a recording's files (OSError when they cannot be)."""
+        mono_wav = WavWriter(mono, sample_rate, 1) if mono else None
+        try:
+            stereo_wav = WavWriter(stereo, sample_rate, 2) if stereo else None
+        except OSError:
+            if mono_wav is not None:
+                mono_wav.close()
+            raise
+        return RecordingFiles(mono_wav, stereo_wav)
 
     def submit(
         self,

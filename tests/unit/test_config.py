@@ -45,6 +45,7 @@ def test_config_path_from_env(tmp_path):
         ("database:\n  url: mysql://x/y\n", "database.url"),
         ("media:\n  fork_read_interval_ms: 0\n", "media.fork_read_interval_ms"),
         ("media:\n  fork_read_interval_ms: 500\n", "media.fork_read_interval_ms"),
+        ("media:\n  recording_writer: disk\n", "media.recording_writer"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path, text, key):

@@ -92,7 +92,7 @@ def test_alignment_with_gaps_and_late_audio_is_exact(tmp_path, writer):
             right[RATE : RATE + int(0.1 * RATE)] = array("h", [5] * int(0.1 * RATE))
     assert rec.late_samples_dropped == int(0.2 * RATE) + int(0.1 * RATE)
     rec.close()
-    assert rec.mono.closed and rec.stereo.closed
+    assert rec.files.mono.closed and rec.files.stereo.closed
     ch, stereo = samples(tmp_path / "s.wav")
     assert ch == 2 and len(stereo) == 2 * total
     assert stereo[0::2] == left
@@ -186,7 +186,7 @@ def test_a_stalled_writer_drops_audio_keeps_alignment_and_counts(tmp_path, caplo
         phase=1.0,
         writer=writer,
     )
-    gate = Gate(rec.mono)
+    gate = Gate(rec.files.mono)
     sent = array("h")
     caplog.set_level(logging.WARNING, logger="esl_controller.media")
     for i in range(500):  # 10 s: commits of 1 s at 2 s, 3 s, ... 9 s of audio
@@ -215,7 +215,7 @@ def test_a_stalled_writer_drops_audio_keeps_alignment_and_counts(tmp_path, caplo
 
 def test_close_waits_for_pending_writes_without_blocking_the_hub(tmp_path, writer):
     rec = CallRecorder(RATE, str(tmp_path / "m.wav"), str(tmp_path / "s.wav"), writer=writer)
-    gate = Gate(rec.stereo)
+    gate = Gate(rec.files.stereo)
     sent = array("h")
     for i in range(200):
         rec.add_caller(pcm([frame_value(i)] * FRAME), i * 0.02)
@@ -229,7 +229,7 @@ def test_close_waits_for_pending_writes_without_blocking_the_hub(tmp_path, write
     ticker.kill()
     assert 0.25 <= waited < 4.0
     assert len(ticks) >= 10  # greenlets ran while close() waited
-    assert rec.mono.closed and rec.stereo.closed
+    assert rec.files.mono.closed and rec.files.stereo.closed
     _, mono = samples(tmp_path / "m.wav")
     ch, stereo = samples(tmp_path / "s.wav")
     assert mono == sent and stereo[0::2] == sent
@@ -238,17 +238,17 @@ def test_close_waits_for_pending_writes_without_blocking_the_hub(tmp_path, write
 def test_close_gives_up_after_its_timeout_and_the_writer_finishes_later(tmp_path, caplog):
     writer = RecordingWriter(batch_seconds=0.0)
     rec = CallRecorder(RATE, str(tmp_path / "m.wav"), writer=writer)
-    gate = Gate(rec.mono)
+    gate = Gate(rec.files.mono)
     for i in range(100):
         rec.add_caller(pcm([frame_value(i)] * FRAME), i * 0.02)
     started = time.monotonic()
     rec.close(timeout=0.3)
     assert 0.25 <= time.monotonic() - started < 2.0
-    assert rec.closed and not rec.mono.closed
+    assert rec.closed and not rec.files.mono.closed
     assert any("not finished writing" in r.getMessage() for r in caplog.records)
     gate.open()
     assert writer.stop(5.0)
-    assert rec.mono.closed
+    assert rec.files.mono.closed
     _, mono = samples(tmp_path / "m.wav")
     assert len(mono) == 100 * FRAME
 
@@ -322,7 +322,7 @@ def test_recording_works_with_plain_threads(tmp_path):
             for i in range(100):
                 rec.add_caller(bytes([k + 1, 0]) * 160, i * 0.02)
             rec.close()
-            assert rec.mono.closed
+            assert rec.files.mono.closed
 
         threads = [threading.Thread(target=record, args=(k,)) for k in range(4)]
         for t in threads:

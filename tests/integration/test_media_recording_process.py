@@ -1,0 +1,274 @@
+"""Recordings written by the writer process: the same files as the writer thread, a writer that dies
+(restarted, files stay time-aligned), a stalled writer (bounded, counted silence), errors reported
+back, and its wire format."""
+
+import os
+import signal
+import time
+import wave
+
+import gevent
+import pytest
+
+from esl_controller.media import recording_wire as wire
+from esl_controller.media.recorder import CallRecorder
+from esl_controller.media.recording_process import ProcessRecordingWriter
+from esl_controller.media.recording_writer import RecordingWriter, WavWriter
+from tests.audio_fixtures import frames, speech
+
+RATE = 16000
+FRAME_SECONDS = 0.02
+
+
+@pytest.fixture(scope="module")
+def caller_frames() -> list[bytes]:
+    return frames(speech("I would like to book a table for two tonight.", RATE), RATE)
+
+
+@pytest.fixture(scope="module")
+def reply() -> bytes:
+    return speech("Of course, for what time?", RATE)
+
+
+@pytest.fixture
+def proc_writer():
+    w = ProcessRecordingWriter()
+    yield w
+    w.stop(10.0)
+
+
+def read_wav(path) -> tuple[int, int, bytes]:
+    with wave.open(str(path), "rb") as w:
+        return w.getnchannels(), w.getframerate(), w.readframes(w.getnframes())
+
+
+def record(rec: CallRecorder, caller_frames: list[bytes], reply: bytes, start: int = 0) -> None:
+    for i, frame in enumerate(caller_frames):
+        at = (start + i) * FRAME_SECONDS
+        rec.add_caller(frame, at)
+        if i == 40:
+            rec.add_assistant(reply, at + 0.3)
+        if i % 10 == 0:
+            gevent.sleep(0)  # the hub sends what was committed
+
+
+def test_same_files_as_the_writer_thread(tmp_path, proc_writer, caller_frames, reply):
+    thread_writer = RecordingWriter(batch_seconds=0.02)
+    paths = {}
+    try:
+        for name, writer in (("thread", thread_writer), ("process", proc_writer)):
+            mono, stereo = tmp_path / f"{name}.wav", tmp_path / f"{name}-s.wav"
+            rec = CallRecorder(RATE, str(mono), str(stereo), phase=0.5, writer=writer)
+            record(rec, caller_frames, reply)
+            rec.close(timeout=10)
+            assert rec.files.closed if name == "process" else rec.files.mono.closed
+            assert rec.writer_samples_dropped == 0
+            paths[name] = (mono, stereo)
+    finally:
+        assert thread_writer.stop(5.0)
+    assert proc_writer.pid is not None and proc_writer.pid != os.getpid()
+    for a, b in zip(paths["thread"], paths["process"], strict=True):
+        assert a.read_bytes() == b.read_bytes()
+    channels, rate, stereo = read_wav(paths["process"][1])
+    assert (channels, rate) == (2, RATE)
+    # the caller's speech is in the left channel, word for word
+    left = b"".join(stereo[i : i + 2] for i in range(0, len(stereo), 4))
+    assert left[: len(caller_frames[0]) * 10] == b"".join(caller_frames[:10])
+    assert len(stereo) // 4 >= len(caller_frames) * RATE // 50
+
+
+def test_files_are_valid_while_recording_and_sync_waits(tmp_path, proc_writer, caller_frames):
+    mono = tmp_path / "m.wav"
+    rec = CallRecorder(
+        RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0, writer=proc_writer
+    )
+    for i, frame in enumerate(caller_frames[:100]):
+        rec.add_caller(frame, i * FRAME_SECONDS)
+    assert rec.sync(timeout=10)
+    channels, _rate, data = read_wav(mono)  # valid before close: the header counts what is there
+    assert channels == 1
+    assert len(data) == rec.committed_seconds * RATE * 2 > 0
+    assert data == b"".join(caller_frames)[: len(data)]
+    rec.close(timeout=10)
+    assert len(read_wav(mono)[2]) == 100 * len(caller_frames[0])
+
+
+def test_a_writer_that_dies_is_replaced_and_files_stay_aligned(
+    tmp_path, proc_writer, caller_frames
+):
+    mono, stereo = tmp_path / "m.wav", tmp_path / "s.wav"
+    rec = CallRecorder(
+        RATE,
+        str(mono),
+        str(stereo),
+        hold_back_seconds=0.1,
+        flush_seconds=0.1,
+        phase=1.0,
+        writer=proc_writer,
+    )
+    third = len(caller_frames) // 3
+    for i, frame in enumerate(caller_frames[:third]):
+        rec.add_caller(frame, i * FRAME_SECONDS)
+    assert rec.sync(timeout=10)
+    written = len(read_wav(mono)[2])
+    first = proc_writer.pid
+    os.kill(first, signal.SIGSTOP)  # what is sent now sits unread in the dead writer's socket
+    for i, frame in enumerate(caller_frames[third : 2 * third], start=third):
+        rec.add_caller(frame, i * FRAME_SECONDS)
+    gevent.sleep(0.05)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while proc_writer.pid == first and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    assert proc_writer.pid != first and proc_writer.starts == 2
+    for i, frame in enumerate(caller_frames[2 * third :], start=2 * third):
+        rec.add_caller(frame, i * FRAME_SECONDS)
+    rec.close(timeout=10)
+    assert rec.files.error is None
+    everything = b"".join(caller_frames)
+    mono_data = read_wav(mono)[2]
+    assert len(mono_data) == len(everything)  # time-aligned: the lost audio became silence
+    assert len(read_wav(stereo)[2]) == 2 * len(everything)
+    lost = rec.writer_samples_dropped * 2
+    assert lost > 0
+    assert mono_data[:written] == everything[:written]  # what was written before is intact
+    assert mono_data[written : written + lost] == bytes(lost)  # the lost span is silence
+    tail = written + lost
+    assert mono_data[tail:] == everything[tail:]  # and the rest is in its place
+
+
+def test_a_stalled_writer_bounds_the_backlog_with_counted_silence(tmp_path, caller_frames):
+    writer = ProcessRecordingWriter(max_backlog_bytes=64 * 1024, socket_buffer_bytes=32 * 1024)
+    try:
+        mono = tmp_path / "m.wav"
+        rec = CallRecorder(
+            RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0, writer=writer
+        )
+        assert rec.sync(timeout=10)
+        os.kill(writer.pid, signal.SIGSTOP)
+        try:
+            loud = caller_frames * 40  # far more than the socket buffers and the backlog hold
+            for i, frame in enumerate(loud):
+                rec.add_caller(frame, i * FRAME_SECONDS)
+            assert writer.backlog_bytes <= 64 * 1024
+            assert rec.writer_samples_dropped > 0
+        finally:
+            os.kill(writer.pid, signal.SIGCONT)
+        rec.close(timeout=20)
+        data = read_wav(mono)[2]
+        assert len(data) == len(loud) * 640  # silence where audio was dropped: still aligned
+        assert data[:640] == loud[0]
+        assert data.count(b"\x00" * 640) >= 1
+    finally:
+        assert writer.stop(10.0)
+
+
+def test_bad_paths_fail_at_open(tmp_path, proc_writer):
+    with pytest.raises(OSError):
+        CallRecorder(RATE, str(tmp_path / "missing-dir" / "m.wav"), writer=proc_writer)
+    with pytest.raises(OSError):
+        CallRecorder(
+            RATE, str(tmp_path / "m.wav"), str(tmp_path / "no" / "s.wav"), writer=proc_writer
+        )
+    assert not (tmp_path / "m.wav").exists()  # nothing half-made is left behind
+
+
+def test_a_file_the_writer_cannot_use_is_an_error_on_the_recording(tmp_path, proc_writer):
+    proc_writer.start()
+    os.kill(proc_writer.pid, signal.SIGSTOP)
+    try:
+        path = tmp_path / "m.wav"
+        rec = CallRecorder(RATE, str(path), phase=1.0, writer=proc_writer)
+        path.write_bytes(b"not a wav file at all, not even close")
+    finally:
+        os.kill(proc_writer.pid, signal.SIGCONT)
+    rec.add_caller(b"\x01\x00" * 320, 0.0)
+    rec.close(timeout=10)
+    assert isinstance(rec.files.error, OSError)
+    assert "cannot open" in str(rec.files.error)
+
+
+def test_a_writer_that_keeps_dying_fails_recordings_clearly(tmp_path, caller_frames):
+    writer = ProcessRecordingWriter(max_restarts=1)
+    try:
+        rec = CallRecorder(RATE, str(tmp_path / "m.wav"), writer=writer)
+        assert rec.sync(timeout=10)
+        for _ in range(2):
+            pid = writer.pid
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while writer.pid == pid and writer.failed is None and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+        assert writer.failed is not None
+        assert isinstance(rec.files.error, OSError)
+        rec.add_caller(caller_frames[0], 0.0)
+        rec.close(timeout=2)
+        with pytest.raises(OSError, match="not running"):
+            CallRecorder(RATE, str(tmp_path / "n.wav"), writer=writer)
+    finally:
+        writer.stop(5.0)
+
+
+def test_stop_closes_everything_and_ends_the_process(tmp_path, caller_frames):
+    writer = ProcessRecordingWriter()
+    rec = CallRecorder(RATE, str(tmp_path / "m.wav"), phase=1.0, writer=writer)
+    for i, frame in enumerate(caller_frames[:60]):
+        rec.add_caller(frame, i * FRAME_SECONDS)
+    rec.flush()
+    pid = writer.pid
+    assert writer.stop(10.0)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert len(read_wav(tmp_path / "m.wav")[2]) == 60 * 640
+
+
+# ---------------------------------------------------------------------------- WavWriter append
+
+
+def test_wav_append_goes_on_after_the_counted_audio(tmp_path):
+    path = tmp_path / "a.wav"
+    w = WavWriter(str(path), RATE, 2)
+    w.write(b"\x01\x00\x02\x00" * 100)
+    w.close()
+    with open(path, "ab") as f:
+        f.write(b"\x07" * 13)  # a torn write past what the header counts
+    a = WavWriter(str(path), RATE, 2, append=True)
+    assert a.frames_written == 100
+    a.write(b"\x03\x00\x04\x00" * 50)
+    a.close()
+    channels, _rate, data = read_wav(path)
+    assert channels == 2 and data == b"\x01\x00\x02\x00" * 100 + b"\x03\x00\x04\x00" * 50
+    with pytest.raises(ValueError, match="channels"):
+        WavWriter(str(path), RATE, 1, append=True)
+    (tmp_path / "junk.wav").write_bytes(b"RIFF")
+    with pytest.raises(ValueError):
+        WavWriter(str(tmp_path / "junk.wav"), RATE, 1, append=True)
+
+
+# ---------------------------------------------------------------------------------- the wire
+
+
+def test_wire_messages_survive_any_cut():
+    messages = [
+        wire.Message(wire.AUDIO, 7, 1600, 320, b"\x01" * 640, b"\x02" * 640),
+        wire.Message(wire.SYNC, 0, 42),
+        wire.Message(wire.DONE, 3, 42, 0, b"disk full"),
+    ]
+    stream = b"".join(wire.encode(m) for m in messages) + wire.open_message(9, 8000, "m", None)
+    reader = wire.MessageReader()
+    got = []
+    for i in range(len(stream)):
+        got.extend(reader.feed(stream[i : i + 1]))
+    assert got[:3] == messages
+    assert wire.open_paths(got[3]) == ("m", None) and got[3].a == 8000
+    assert reader.buffered == 0
+
+
+def test_wire_rejects_what_is_not_ours():
+    with pytest.raises(wire.WireError, match="kind"):
+        wire.MessageReader().feed(wire.header(99, 1))
+    with pytest.raises(wire.WireError, match="payload"):
+        wire.MessageReader().feed(wire.header(wire.AUDIO, 1, 0, 0, wire.MAX_PAYLOAD, 1))
+    for body in (b"[]", b"{}", b'{"mono": 3, "stereo": null}', b'{"mono": null, "stereo": null}'):
+        with pytest.raises(wire.WireError):
+            wire.open_paths(wire.Message(wire.OPEN, 1, 8000, 0, body))
