@@ -2,8 +2,8 @@
 
 wsproto costs about 15 µs per 20 ms audio frame (a generator chain, several objects per frame);
 at hundreds of streams per core that is a large share of the budget. This module parses only
-what a server receives from a client (RFC 6455 section 5): masked frames, unmasked here with one
-big-integer XOR per chunk. The handshake, everything the server sends, and control frames stay
+what a server receives from a client (RFC 6455 section 5): masked frames, unmasked here with
+websockets' C ``apply_mask`` (or, without it, one big-integer XOR per chunk). The handshake, everything the server sends, and control frames stay
 with wsproto: a control frame (close, ping, pong) is handed back whole, as the exact bytes that
 arrived, for the caller to feed to its ``wsproto.WSConnection``.
 
@@ -86,8 +86,24 @@ def _repunit(words: int) -> int:
     return value
 
 
+try:  # websockets' C masking: about 0.25 µs for a 640-byte frame against 1.7 µs for the big integer
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - websockets installed without its C extension
+    _apply_mask = None
+
+
 def unmask(payload: bytes | bytearray | memoryview, key: bytes, offset: int = 0) -> bytes:
     """XOR ``payload`` with the 4-byte masking ``key``, starting ``offset`` bytes into the key."""
+    if _apply_mask is not None:
+        if offset & 3:
+            offset &= 3
+            key = key[offset:] + key[:offset]
+        return _apply_mask(payload, key)
+    return unmask_pure(payload, key, offset)
+
+
+def unmask_pure(payload: bytes | bytearray | memoryview, key: bytes, offset: int = 0) -> bytes:
+    """``unmask`` in pure Python: one big-integer XOR (the fallback, and the tests' reference)."""
     n = len(payload)
     if n == 0:
         return b""
@@ -99,6 +115,9 @@ def unmask(payload: bytes | bytearray | memoryview, key: bytes, offset: int = 0)
     if tail:
         mask |= int.from_bytes(key[:tail], "little") << (32 * words)
     return (int.from_bytes(payload, "little") ^ mask).to_bytes(n, "little")
+
+
+_unmask_whole = _apply_mask or unmask_pure  # a whole frame: key offset 0, one call less
 
 
 class ClientFrameParser:
@@ -165,7 +184,9 @@ class ClientFrameParser:
             if stop > end:
                 self._buf += data[pos:]  # at most one frame of up to 64 KB waits for the rest
                 return events
-            events.append(BinaryData(unmask(data[head + 4 : stop], data[head : head + 4]), True))
+            events.append(
+                BinaryData(_unmask_whole(data[head + 4 : stop], data[head : head + 4]), True)
+            )
             self.frames += 1
             pos = stop
         if pos < end:

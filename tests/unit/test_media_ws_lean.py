@@ -146,12 +146,19 @@ def test_frame_aligned_reads_match_byte_at_a_time():
 
 
 @pytest.mark.parametrize("size", list(range(0, 21)) + [639, 640, 641, 642, 643])
-def test_unmask_every_tail_length(size):
+@pytest.mark.parametrize("fn", [ws_lean.unmask, ws_lean.unmask_pure])
+def test_unmask_every_tail_length(size, fn):
     data = bytes((i * 7 + 3) & 0xFF for i in range(size))
     key = b"\x9a\x01\xff\x42"
-    for offset in range(4):
+    for offset in range(8):
         want = bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(data))
-        assert ws_lean.unmask(data, key, offset) == want
+        for payload in (data, bytearray(data), memoryview(data)):
+            assert fn(payload, key, offset) == want
+
+
+def test_the_c_masking_is_used_when_installed():
+    pytest.importorskip("websockets.speedups")
+    assert ws_lean._unmask_whole is not ws_lean.unmask_pure
 
 
 def test_unmask_offsets():
