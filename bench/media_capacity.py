@@ -4,7 +4,8 @@ The server side (this process) runs the real ForkServer (gevent; wsproto for the
 parser for data frames; one batch reader greenlet reads every socket each ``--read-interval`` ms)
 and, per call, frames handled inline in the reader as the call session does (``--queue``: through
 the per-call queue and a consumer greenlet instead): the webrtcvad VAD, a mono + stereo recording
-to disk (written by the process-wide recording writer thread, whose CPU counts) and a stubbed STT
+to disk (made in the recording process, as the controller does: its CPU is reported next to the
+hub's; ``--writer thread``: on the hub with a writer thread, whose CPU counts) and a stubbed STT
 (each endpointed utterance gets a ``transcription`` text back and a "TTS" reply placed on the
 assistant track). A separate plain (not gevent) client process plays N mod_audio_fork look-alikes:
 handshake with the ``audio.drachtio.org`` subprotocol, metadata frame, then 16 kHz mono L16 speech
@@ -225,9 +226,10 @@ def run_step(
         rec = None
         if record_dir:
             base = os.path.join(record_dir, stream.call_id)
-            rec = CallRecorder(
-                stream.sample_rate, base + ".wav", base + "-stereo.wav", writer=writer
-            )
+            if writer_kind == "process":
+                rec = writer.recorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
+            else:
+                rec = CallRecorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
 
         best = [float("inf")]
 
@@ -382,7 +384,7 @@ def show(r: dict) -> None:
         f"max={r['hub_lateness_max_ms']:.1f} ms cpu={r['cpu'] * 100:.0f}% "
         f"({r['us_per_frame']:.0f} us/frame, {r['sys_us_per_frame']:.0f} in the kernel) "
         + (
-            f"writer process cpu={r['writer_cpu'] * 100:.0f}% ({r['writer_us_per_frame']:.1f} us/frame) "
+            f"recording process cpu={r['writer_cpu'] * 100:.0f}% ({r['writer_us_per_frame']:.1f} us/frame) "
             if r["writer_cpu"]
             else ""
         )
@@ -414,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         "--writer",
         choices=("process", "thread"),
         default="process",
-        help="who writes the recordings: the writer process (the controller's default) or a "
-        "thread of the hub's process",
+        help="where recordings are made: the recording process (the controller's default) or on "
+        "the hub with a writer thread",
     )
     parser.add_argument(
         "--read-interval",
@@ -487,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {best['hub_lateness_p99_ms']:.2f} ms, {best['kb_per_call']:.0f} KB RSS per call, "
         f"cpu {best['cpu'] * 100:.0f}% ({best['us_per_frame']:.0f} us server CPU per frame)"
         + (
-            f" + writer process {best['writer_cpu'] * 100:.0f}% of a core "
+            f" + recording process {best['writer_cpu'] * 100:.0f}% of a core "
             f"({best['writer_us_per_frame']:.1f} us per frame)"
             if best["writer_cpu"]
             else ""

@@ -57,8 +57,8 @@ class PipelineFactory:
         self.providers = providers
         self.conversation_kwargs = dict(conversation_kwargs or {})
         self.built: dict[str, MediaPipeline] = {}
-        #: the process writer (``media.recording_writer = "process"``; its process starts with the
-        #: first recording), or None for the process-wide writer thread
+        #: the recording process (``media.recording_writer = "process"``; it starts with the first
+        #: recording), or None: recordings on the hub with the process-wide writer thread
         self.recording_writer: Any = None
         if settings.media.recording_writer == "process":
             from esl_controller.media.recording_process import ProcessRecordingWriter
@@ -401,7 +401,10 @@ class PipelineFactory:
         mono = directory / f"{row.id}.mono.wav"
         stereo = directory / f"{row.id}.stereo.wav"
         try:
-            recorder = CallRecorder(rate, str(mono), str(stereo), writer=self.recording_writer)
+            if self.recording_writer is not None:
+                recorder = self.recording_writer.recorder(rate, str(mono), str(stereo))
+            else:
+                recorder = CallRecorder(rate, str(mono), str(stereo))
         except OSError as exc:
             log.warning("call %s: cannot record (%s)", row.id, exc)
             return None, None

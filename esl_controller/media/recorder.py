@@ -36,8 +36,9 @@ class CallRecorder:
     """Time-aligned caller/assistant recording to a mono (mixed) and/or a stereo WAV.
 
     ``phase`` (0 < phase <= 1, default random) is the fraction of ``flush_seconds`` after which the
-    first span is committed; ``writer`` defaults to the process-wide thread writer (the controller
-    passes its ``ProcessRecordingWriter``). The files are created here: OSError when they cannot be."""
+    first span is committed; ``writer`` defaults to the process-wide thread writer. The files are
+    created here (OSError when they cannot be). ``start_sample`` is where the recording's timeline
+    starts (the recording process resumes files a writer that died left behind)."""
 
     __slots__ = (
         "sample_rate", "late_samples_dropped", "closed", "_files", "_writer",
@@ -56,6 +57,7 @@ class CallRecorder:
         *,
         phase: float | None = None,
         writer: RecordingWriter | Any | None = None,
+        start_sample: int = 0,
     ) -> None:
         if not mono_path and not stereo_path:
             raise ValueError("CallRecorder needs a mono_path, a stereo_path, or both")
@@ -66,7 +68,7 @@ class CallRecorder:
         self.sample_rate = sample_rate
         self._writer = writer if writer is not None else shared_writer()
         self._files = self._writer.open(mono_path, stereo_path, sample_rate)
-        self._base = 0  # absolute sample index of the first uncommitted sample
+        self._base = start_sample  # absolute sample index of the first uncommitted sample
         self._hold = int(hold_back_seconds * sample_rate)
         self._flush = max(1, int(flush_seconds * sample_rate))
         self._max = int(max_buffer_seconds * sample_rate)
@@ -76,9 +78,11 @@ class CallRecorder:
         self._cap0 = SAMPLE_WIDTH * (self._hold + self._flush + sample_rate // 5)
         self._cbuf = bytearray(self._cap0)
         self._ccap = self._cap0
-        self._cw = self._c_end = 0
+        self._cw = 0
+        self._c_end = start_sample
         self._abuf = bytearray()
-        self._acap = self._aw = self._a_end = 0
+        self._acap = self._aw = 0
+        self._a_end = start_sample
         self._due = 0
         self._set_due()
         self.late_samples_dropped = 0
@@ -192,6 +196,16 @@ class CallRecorder:
             self._acap = self._cap0
         self._span = self._flush
         self._writer.submit(self._files, caller, assistant, samples)
+
+    def extend_to(self, at: float) -> None:
+        """The recording runs at least to call time ``at``: silence after the last audio received
+        (audio dropped before it got here, at the end of a call)."""
+        end = int(round(at * self.sample_rate))
+        newest = max(self._c_end, self._a_end)
+        if end > newest and not self.closed:
+            self._add(
+                True, bytes((end - self._c_end) * SAMPLE_WIDTH), self._c_end / self.sample_rate
+            )
 
     def flush(self) -> None:
         """Commit everything received so far (later audio for that time span is then late).

@@ -1,24 +1,25 @@
-"""Recordings written by a process of their own (I/O): the hub only hands audio over a socket.
+"""Call recordings made in a process of their own (I/O): the hub only forwards the raw audio.
 
-With the writer thread (``media.recording_writer.RecordingWriter``), mixing, interleaving and every
-file write of every call share the hub's GIL. At hundreds of calls the hub and that thread pass the
-GIL back and forth thousands of times a second: each write releases it, and getting it back means
-waiting for the busy hub to let go. Here a child process (``python -m
-esl_controller.media.recording_process``) does all of that on its own interpreter, and the hub's
-share of a commit is one non-blocking ``sendmsg`` of the raw caller/assistant chunks (no copy on the
-hub, no thread). The wire format is ``media.recording_wire``.
+With ``CallRecorder`` on the hub, every 20 ms frame is copied into a track buffer that holds a
+second or two of audio per call (cold memory at hundreds of calls), and mixing, interleaving and file
+writes run on a thread that shares the hub's GIL: each write releases it, and getting it back means
+waiting for the busy hub. Here the hub's ``RemoteRecorder`` keeps a call's newest caller frames in a
+short list (no copy) and every ``batch_frames`` frames hands them, with their call time, to the
+recording process in one non-blocking ``sendmsg`` (the frames go out as they are, no join). The
+process (``python -m esl_controller.media.recording_process``) runs the ``CallRecorder`` of every call
+(time alignment, silence for gaps, late audio dropped and counted) and writes the WAV files itself.
+The wire format is ``media.recording_wire``.
 
-* **Never blocking the hub**: what the socket does not take at once waits in a queue that one
-  greenlet sends on as the socket drains. Past ``max_backlog_bytes`` queued (a stalled disk, a stuck
-  writer), audio is not queued: the recording counts it as dropped and the writer puts silence in
-  its place, so the files stay time-aligned while memory stays bounded.
-* **Files**: ``open`` creates both files with an empty, valid header on the hub (so a bad path fails
-  there and then); the writer appends to them, patching the WAV sizes after every write, so a crash
-  of either process leaves playable files holding everything written so far.
-* **A writer that dies** is started again (at most ``max_restarts`` times a minute). Every open
-  recording is opened again by the new one, which goes on where the file ends; the audio lost in the
-  old one becomes silence, counted as dropped, so the files stay time-aligned. Waiters of ``sync``
-  and ``close_files`` are answered by the new writer.
+* **Never blocking the hub**: what the socket does not take at once waits in a queue that one greenlet
+  sends on as the socket drains. Past ``max_backlog_bytes`` queued (a stalled disk, a stuck process),
+  audio is not queued: it is counted as dropped, and the recording gets silence in its place (time
+  alignment comes from the call times, so the files stay aligned).
+* **Files**: the hub creates both with an empty, valid header when the recording starts (a bad path
+  fails there and then); the process appends to them and patches the WAV sizes after every write, so
+  a crash of either process leaves playable files holding everything written so far.
+* **A recording process that dies** is started again (at most ``max_restarts`` times a minute). Every
+  open recording is reopened by the new one and goes on where its files end; the audio lost with the
+  old one becomes silence. Waiters of ``sync``/``close`` are answered by the new one.
 * Its CPU shows on another core; ``pid`` is there to measure it.
 
 Hub-only: every method runs on the gevent hub's thread (the call sessions' greenlets).
@@ -30,6 +31,7 @@ import collections
 import itertools
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -42,39 +44,17 @@ from gevent.monkey import get_original
 from gevent.socket import wait_read, wait_write
 
 from esl_controller.media import recording_wire as wire
+from esl_controller.media.codecs import SAMPLE_WIDTH
+from esl_controller.media.recorder import CallRecorder
 from esl_controller.media.recording_writer import RecordingFiles, WavWriter
 
 log = logging.getLogger("esl_controller.media.recording_process")
 
-_socketpair = get_original("socket", "socketpair")  # plain sockets, waited on through the hub
 _IOV_MAX = 512  # buffers per sendmsg
 _RECV_SIZE = 65536
 _IDLE_WAIT = 5.0  # the reply and send greenlets re-check their flags this often
-_START_TIMEOUT = 20.0
-
-
-class RemoteFiles:
-    """One recording, as the hub sees it: the writer process holds the open files."""
-
-    __slots__ = (
-        "id", "name", "mono_path", "stereo_path", "sample_rate", "position", "samples_dropped",
-        "error", "closing", "closed",
-    )  # fmt: skip
-
-    def __init__(self, ident: int, mono: str | None, stereo: str | None, sample_rate: int) -> None:
-        self.id = ident
-        self.mono_path = mono
-        self.stereo_path = stereo
-        self.name = os.path.basename(mono or stereo or "")
-        self.sample_rate = sample_rate
-        #: samples handed to the writer (or dropped) so far: where the next audio goes
-        self.position = 0
-        #: samples written as silence: dropped on the hub (writer behind) or lost in a writer that died
-        self.samples_dropped = 0
-        #: the first write error reported by the writer; later audio for these files is not written
-        self.error: Exception | None = None
-        self.closing = False
-        self.closed = False
+CLOSE_TIMEOUT_SECONDS = 5.0
+_socketpair = get_original("socket", "socketpair")
 
 
 class _Message:
@@ -89,9 +69,129 @@ class _Message:
         self.sent = 0
 
 
+class RemoteRecorder:
+    """``CallRecorder``'s interface on the hub (``add_caller``, ``add_assistant``, ``flush``,
+    ``sync``, ``close`` and the counters), recording in the recording process."""
+
+    __slots__ = (
+        "sample_rate", "name", "request", "id", "closed", "error", "late_samples_dropped",
+        "_owner", "_batch", "_batch_at", "_next", "_step", "_batch_frames", "_hub_dropped",
+        "_remote_dropped", "_committed", "_end",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        owner: ProcessRecordingWriter,
+        ident: int,
+        sample_rate: int,
+        request: wire.OpenRequest,
+        batch_frames: int,
+    ) -> None:
+        self._owner = owner
+        self.id = ident
+        self.sample_rate = sample_rate
+        self.request = request
+        self.name = os.path.basename(request.mono or request.stereo or "")
+        self.closed = False
+        #: the first write error the recording process reported (the files hold what came before)
+        self.error: Exception | None = None
+        #: samples that came later than the hold-back window (as counted at the last sync/close)
+        self.late_samples_dropped = 0
+        self._batch: list[bytes] = []
+        self._batch_at = 0.0
+        self._next = 0.0  # call time right after the batch's last frame
+        self._step = 1.0 / (SAMPLE_WIDTH * sample_rate)  # seconds per byte of L16
+        self._batch_frames = batch_frames
+        self._hub_dropped = 0
+        self._remote_dropped = 0
+        self._committed = 0
+        self._end = 0.0  # call time after the latest audio handed over (or dropped)
+
+    @property
+    def files(self) -> RemoteRecorder:
+        return self
+
+    @property
+    def committed_seconds(self) -> float:
+        """Audio time in the files (as of the last ``sync``)."""
+        return self._committed / float(self.sample_rate)
+
+    @property
+    def writer_samples_dropped(self) -> int:
+        """Samples written as silence because the recording process was behind or died."""
+        return self._hub_dropped + self._remote_dropped
+
+    def add_caller(self, pcm: bytes, at: float) -> None:
+        """Caller audio (mono L16) starting at call time ``at`` seconds."""
+        batch = self._batch
+        if batch and -0.5 < (at - self._next) * self.sample_rate < 0.5:
+            batch.append(pcm)  # continues the batch: the usual case
+            self._next += len(pcm) * self._step
+            if len(batch) >= self._batch_frames:
+                self._send_caller()
+            return
+        if self.closed:
+            raise ValueError("recorder is closed")
+        if len(pcm) % SAMPLE_WIDTH:
+            raise ValueError("PCM length must be a whole number of samples")
+        if batch:
+            self._send_caller()
+        self._batch = [pcm]
+        self._batch_at = at
+        self._next = at + len(pcm) * self._step
+
+    def add_assistant(self, pcm: bytes, at: float) -> None:
+        """Assistant audio (mono L16) as played, starting at call time ``at`` seconds."""
+        if self.closed:
+            raise ValueError("recorder is closed")
+        if len(pcm) % SAMPLE_WIDTH:
+            raise ValueError("PCM length must be a whole number of samples")
+        if pcm:
+            self._send(wire.ASSISTANT, at, [pcm], len(pcm))
+            self._end = max(self._end, at + len(pcm) * self._step)
+
+    def _send_caller(self) -> None:
+        batch, self._batch = self._batch, []
+        self._send(wire.CALLER, self._batch_at, batch, sum(len(b) for b in batch))
+        if self._next > self._end:
+            self._end = self._next
+
+    def _send(self, kind: int, at: float, chunks: list[bytes], size: int) -> None:
+        if not self._owner.submit(self, kind, round(at * 1e9), chunks, size):
+            self._hub_dropped += size // SAMPLE_WIDTH
+
+    def flush(self) -> None:
+        """Hand over the caller frames held back for the next batch."""
+        if self._batch:
+            self._send_caller()
+
+    def sync(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> bool:
+        """Wait until everything handed over so far is placed (and what is committed, written).
+        False: timed out."""
+        self.flush()
+        return self._owner.wait(wire.SYNC, self, timeout)
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Commit the rest and wait (up to ``timeout``) until the files are written and closed."""
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        if not self._owner.wait(wire.CLOSE, self, timeout):
+            log.warning("recording %s: not finished writing after %.1f s", self.name, timeout)
+        elif self.error is not None:
+            log.warning("recording %s: incomplete (%s)", self.name, self.error)
+
+    def _update(self, counters: dict[str, Any]) -> None:
+        self._committed = int(counters.get("committed") or 0)
+        self.late_samples_dropped = int(counters.get("late") or 0)
+        self._remote_dropped = int(counters.get("dropped") or 0)
+        if counters.get("error") and self.error is None:
+            self.error = OSError(str(counters["error"]))
+
+
 class ProcessRecordingWriter:
-    """``RecordingWriter``'s interface (``open``/``submit``/``sync``/``close_files``/``stop``), with
-    the writing done by a child process."""
+    """Owns the recording process: ``recorder()`` starts a call's recording there."""
 
     def __init__(
         self,
@@ -99,15 +199,17 @@ class ProcessRecordingWriter:
         max_restarts: int = 5,
         python: str | None = None,
         socket_buffer_bytes: int = 4 << 20,
+        batch_frames: int = 10,
     ) -> None:
         self.max_backlog_bytes = max_backlog_bytes
-        self.socket_buffer_bytes = socket_buffer_bytes
         self.max_restarts = max_restarts
         self.python = python or sys.executable
+        self.socket_buffer_bytes = socket_buffer_bytes
+        self.batch_frames = batch_frames
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
-        self._files: dict[int, RemoteFiles] = {}
-        self._waiters: dict[int, tuple[Event, RemoteFiles | None, int]] = {}
+        self._recordings: dict[int, RemoteRecorder] = {}
+        self._waiters: dict[int, tuple[Event, RemoteRecorder, int]] = {}
         self._queue: collections.deque[_Message] = collections.deque()
         self._backlog = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -116,15 +218,14 @@ class ProcessRecordingWriter:
         self._reader: gevent.Greenlet | None = None
         self._restarts: collections.deque[float] = collections.deque()
         self._stopping = False
-        self.failed: str | None = (
-            None  # set when the writer cannot be (re)started: no more recording
-        )
+        #: set when the process cannot be (re)started: recordings end with this as their error
+        self.failed: str | None = None
         self.starts = 0
         self.pid: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the writer process (``open`` does it on first use)."""
+        """Start the recording process (the first ``recorder()`` does it)."""
         if self._proc is None and self.failed is None and not self._stopping:
             self._spawn()
 
@@ -148,39 +249,40 @@ class ProcessRecordingWriter:
         parent.setblocking(False)
         self._proc, self._sock, self.pid = proc, parent, proc.pid
         self.starts += 1
-        log.info("recording writer process %d started", proc.pid)
+        log.info("recording process %d started", proc.pid)
         self._reader = gevent.spawn(self._read_replies, parent, proc)
-        self._reader.name = "recording-writer-replies"
+        self._reader.name = "recording-process-replies"
 
     @property
     def backlog_bytes(self) -> int:
         return self._backlog
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Send what is queued, let the writer finish and close every file, and end it. False: it
-        did not finish within ``timeout`` (it is then killed; the files hold what was written)."""
+        """Send what is queued, let the process close every recording, and end it. False: it did
+        not finish within ``timeout`` (it is then killed; the files hold what was written)."""
         deadline = time.monotonic() + timeout
         self._stopping = True
         proc, sock = self._proc, self._sock
         if proc is None or sock is None:
             return True
+        for recording in list(self._recordings.values()):
+            recording.flush()
         while self._queue and proc.poll() is None and time.monotonic() < deadline:
             if self._sender is None or self._sender.dead:
                 self._send_queued()
             gevent.sleep(0.01)
         try:
-            sock.shutdown(socket.SHUT_WR)  # end of input: the writer closes everything and exits
+            sock.shutdown(socket.SHUT_WR)  # end of input: the process closes everything and exits
         except OSError:
             pass
         finished = self._wait_exit(proc, max(0.0, deadline - time.monotonic()))
         self._proc = None
-        if self._reader is not None:
-            self._reader.kill(block=False)
-        if self._sender is not None:
-            self._sender.kill(block=False)
+        for greenlet in (self._reader, self._sender):
+            if greenlet is not None:
+                greenlet.kill(block=False)
         sock.close()
         self._sock = None
-        for event, _files, _kind in self._waiters.values():
+        for event, _recording, _kind in self._waiters.values():
             event.set()
         return finished and not self._queue
 
@@ -190,21 +292,35 @@ class ProcessRecordingWriter:
             proc.wait(timeout=timeout)
             return True
         except subprocess.TimeoutExpired:
-            log.warning("recording writer process %d did not finish; killed", proc.pid)
+            log.warning("recording process %d did not finish; killed", proc.pid)
             proc.kill()
             proc.wait(timeout=5)
             return False
 
     # ------------------------------------------------------------------ recordings
-    def open(self, mono: str | None, stereo: str | None, sample_rate: int) -> RemoteFiles:
-        """Create the files (OSError here when they cannot be) and have the writer take them."""
-        if mono is None and stereo is None:
-            raise ValueError("a recording needs a mono or a stereo file")
+    def recorder(
+        self,
+        sample_rate: int,
+        mono_path: str | None = None,
+        stereo_path: str | None = None,
+        hold_back_seconds: float = 1.0,
+        flush_seconds: float = 1.0,
+        *,
+        phase: float | None = None,
+    ) -> RemoteRecorder:
+        """A call's recording (``CallRecorder``'s arguments): the files are created here (OSError
+        when they cannot be) and recorded by the recording process."""
+        if not mono_path and not stereo_path:
+            raise ValueError("a recording needs a mono_path, a stereo_path, or both")
+        if phase is None:
+            phase = 1.0 - random.random()
+        if not 0.0 < phase <= 1.0:
+            raise ValueError("phase must be in (0, 1]")
         if self.failed is not None:
-            raise OSError(f"the recording writer is not running: {self.failed}")
-        created = []
+            raise OSError(f"the recording process is not running: {self.failed}")
+        created: list[str] = []
         try:
-            for path, channels in ((mono, 1), (stereo, 2)):
+            for path, channels in ((mono_path, 1), (stereo_path, 2)):
                 if path:
                     WavWriter(path, sample_rate, channels).close()
                     created.append(path)
@@ -213,78 +329,51 @@ class ProcessRecordingWriter:
                 _unlink(path)
             raise
         self.start()
-        files = RemoteFiles(next(self._ids), mono, stereo, sample_rate)
-        self._files[files.id] = files
-        self._enqueue([wire.open_message(files.id, sample_rate, mono, stereo)], 0)
-        return files
+        request = wire.OpenRequest(
+            mono_path or None, stereo_path or None, hold_back_seconds, flush_seconds, phase
+        )
+        recording = RemoteRecorder(self, next(self._ids), sample_rate, request, self.batch_frames)
+        self._recordings[recording.id] = recording
+        self._enqueue([wire.open_message(recording.id, sample_rate, request)], 0)
+        return recording
 
     def submit(
-        self,
-        files: RemoteFiles,
-        caller: bytes | bytearray,
-        assistant: bytes | bytearray | None,
-        samples: int,
+        self, recording: RemoteRecorder, kind: int, at_ns: int, chunks: list[bytes], size: int
     ) -> bool:
-        """Queue ``samples`` of audio (no copy, no blocking). False: the writer is behind, the audio
-        is dropped and counted, and the writer puts silence in its place."""
-        position = files.position
-        files.position = position + samples
-        if files.error is not None or files.closing:
-            return False
-        size = len(caller) + (len(assistant) if assistant else 0)
+        """Queue audio (no copy, never blocks). False: the process is behind or gone; the audio is
+        dropped (the recording gets silence in its place)."""
         if self._backlog + size > self.max_backlog_bytes or self.failed is not None:
-            first = not files.samples_dropped
-            files.samples_dropped += samples
-            if first:
+            if recording.writer_samples_dropped == 0:
                 log.warning(
-                    "recording %s: the writer is %d bytes behind; audio is replaced by silence",
-                    files.name,
+                    "recording %s: the recording process is %d bytes behind; audio is replaced "
+                    "by silence",
+                    recording.name,
                     self._backlog,
                 )
-            self._enqueue([wire.header(wire.SILENCE, files.id, position, samples)], 0)
             return False
-        head = wire.header(
-            wire.AUDIO, files.id, position, samples, len(caller), len(assistant) if assistant else 0
-        )
-        self._enqueue([head, caller, assistant] if assistant else [head, caller], size)
+        self._enqueue([wire.header(kind, recording.id, at_ns, 0, size), *chunks], size)
         return True
 
-    def sync(self, files: RemoteFiles | None, timeout: float = 5.0) -> bool:
-        """Wait until everything submitted so far is in the files. False: timed out."""
-        return self._wait(wire.SYNC, files, timeout)
-
-    def close_files(self, files: RemoteFiles, timeout: float = 5.0) -> bool:
-        """Close the recording after its pending writes, and wait for that. False: timed out (the
-        writer still closes them when it gets there)."""
-        files.closing = True
-        return self._wait(wire.CLOSE, files, timeout)
-
-    def _wait(self, kind: int, files: RemoteFiles | None, timeout: float) -> bool:
-        if self.failed is not None or (self._proc is None and self._stopping):
-            if files is not None and kind == wire.CLOSE:
-                self._forget(files)
+    def wait(self, kind: int, recording: RemoteRecorder, timeout: float) -> bool:
+        """``SYNC`` or ``CLOSE`` a recording and wait for the answer. False: timed out."""
+        if self.failed is not None or self._proc is None:
+            if kind == wire.CLOSE:
+                self._recordings.pop(recording.id, None)
             return False
-        if self._proc is None:
-            return True  # nothing was ever opened
         token = next(self._tokens)
         event = Event()
-        self._waiters[token] = (event, files, kind)
-        self._enqueue([self._wait_message(kind, files, token)], 0)
+        self._waiters[token] = (event, recording, kind)
+        self._enqueue([self._wait_message(kind, recording, token)], 0)
         try:
             return bool(event.wait(timeout)) and token not in self._waiters
         finally:
             self._waiters.pop(token, None)
 
     @staticmethod
-    def _wait_message(kind: int, files: RemoteFiles | None, token: int) -> bytes:
-        if kind == wire.CLOSE:
-            assert files is not None
-            return wire.header(wire.CLOSE, files.id, token, files.position)
-        return wire.header(wire.SYNC, files.id if files else 0, token)
-
-    def _forget(self, files: RemoteFiles) -> None:
-        files.closed = True
-        self._files.pop(files.id, None)
+    def _wait_message(kind: int, recording: RemoteRecorder, token: int) -> bytes:
+        # CLOSE carries where the recording ends, so audio dropped at the end still becomes silence
+        end = round(recording._end * 1e9) if kind == wire.CLOSE else 0
+        return wire.header(kind, recording.id, token, end)
 
     # ------------------------------------------------------------------ sending
     def _enqueue(self, buffers: list[Any], audio: int) -> None:
@@ -294,7 +383,7 @@ class ProcessRecordingWriter:
             self._send_queued()
             if self._queue and self._sock is not None:
                 self._sender = gevent.spawn(self._send_loop, self._sock)
-                self._sender.name = "recording-writer-send"
+                self._sender.name = "recording-process-send"
 
     def _send_queued(self) -> None:
         """Send what the socket takes now (never waits)."""
@@ -303,17 +392,19 @@ class ProcessRecordingWriter:
             return
         while queue:
             buffers: list[Any] = []
-            for message in itertools.islice(queue, _IOV_MAX // 3):
+            for message in queue:
                 if message.sent:
                     buffers.extend(_rest(message.buffers, message.sent))
                 else:
                     buffers.extend(message.buffers)
+                if len(buffers) >= _IOV_MAX - 16:
+                    break
             try:
                 sent = sock.sendmsg(buffers)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # the writer is gone: the reply reader restarts it
-                log.debug("recording writer: send failed: %s", exc)
+            except OSError as exc:  # the process is gone: the reply reader restarts it
+                log.debug("recording process: send failed: %s", exc)
                 return
             while sent and queue:
                 message = queue[0]
@@ -347,59 +438,48 @@ class ProcessRecordingWriter:
                 continue
             except OSError as exc:
                 data = b""
-                log.debug("recording writer: reply socket failed: %s", exc)
+                log.debug("recording process: reply socket failed: %s", exc)
             if not data:
                 break
             try:
-                messages = reader.feed(data)
+                for message in reader.feed(data):
+                    self._on_reply(message)
             except wire.WireError as exc:
-                log.error("recording writer: bad reply (%s); restarting it", exc)
+                log.error("recording process: bad reply (%s); restarting it", exc)
                 proc.kill()
                 break
-            for message in messages:
-                self._on_reply(message)
         if self._sock is sock and not self._stopping:
             self._on_exit(proc)
 
     def _on_reply(self, message: wire.Message) -> None:
-        files = self._files.get(message.files)
+        recording = self._recordings.get(message.recording)
         if message.kind == wire.DONE:
+            counters = wire.counters(message)
+            if recording is not None:
+                recording._update(counters)
             waiter = self._waiters.pop(message.a, None)
-            if files is not None and message.payload1 and files.error is None:
-                files.error = OSError(message.text)
             if waiter is not None:
                 event, waited, kind = waiter
-                if kind == wire.CLOSE and waited is not None:
-                    self._forget(waited)
+                if kind == wire.CLOSE:
+                    self._recordings.pop(waited.id, None)
                 event.set()
-        elif message.kind == wire.ERROR and files is not None:
-            if files.error is None:
-                files.error = OSError(message.text)
-                log.warning(
-                    "recording %s: writing failed, no more audio: %s", files.name, message.text
-                )
-        elif message.kind == wire.GAP and files is not None:
-            first = not files.samples_dropped
-            files.samples_dropped += message.a
-            if first:
-                log.warning(
-                    "recording %s: %.2f s lost with the writer process, filled with silence",
-                    files.name,
-                    message.a / files.sample_rate,
-                )
+        elif message.kind == wire.ERROR and recording is not None and recording.error is None:
+            recording.error = OSError(message.text)
+            log.warning(
+                "recording %s: writing failed, no more audio: %s", recording.name, message.text
+            )
 
     def _on_exit(self, proc: subprocess.Popen[bytes]) -> None:
-        """The writer ended on its own: start another and hand it every open recording."""
+        """The process ended on its own: start another and hand it every open recording."""
         code = self._wait_code(proc)
-        log.error("recording writer process %d exited (%s); starting another", proc.pid, code)
+        log.error("recording process %d exited (%s); starting another", proc.pid, code)
         old = self._sock
         self._proc = self._sock = None
         if old is not None:
             old.close()
-        # a message cut off mid-way would be garbage to the new writer: its audio becomes a gap
+        # a message cut off mid-way would be garbage to the new process: its audio is lost (silence)
         if self._queue and self._queue[0].sent:
-            dropped = self._queue.popleft()
-            self._backlog -= dropped.audio
+            self._backlog -= self._queue.popleft().audio
         now = time.monotonic()
         while self._restarts and now - self._restarts[0] > 60.0:
             self._restarts.popleft()
@@ -413,14 +493,14 @@ class ProcessRecordingWriter:
             self._fail(f"cannot start: {exc}")
             return
         reopen = [
-            _Message([wire.open_message(f.id, f.sample_rate, f.mono_path, f.stereo_path)], 0)
-            for f in self._files.values()
+            _Message([wire.open_message(r.id, r.sample_rate, r.request)], 0)
+            for r in self._recordings.values()
         ]
         pending = [
-            _Message([self._wait_message(kind, files, token)], 0)
-            for token, (_event, files, kind) in self._waiters.items()
+            _Message([self._wait_message(kind, recording, token)], 0)
+            for token, (_event, recording, kind) in self._waiters.items()
         ]
-        # the reopened files first, then what is queued, then the waits (answered after it all)
+        # the reopened recordings first, then what is queued, then the waits (answered after it)
         self._queue.extendleft(reversed(reopen))
         self._queue.extend(pending)
         self._send_queued()
@@ -430,21 +510,20 @@ class ProcessRecordingWriter:
     @staticmethod
     def _wait_code(proc: subprocess.Popen[bytes]) -> str:
         try:
-            code = proc.wait(timeout=2.0)
+            return f"exit code {proc.wait(timeout=2.0)}"
         except subprocess.TimeoutExpired:
             proc.kill()
             return "not answering; killed"
-        return f"exit code {code}"
 
     def _fail(self, reason: str) -> None:
         self.failed = reason
-        log.error("recording writer: %s; recordings stop here", reason)
+        log.error("recording process %s; recordings stop here", reason)
         self._queue.clear()
         self._backlog = 0
-        for files in self._files.values():
-            if files.error is None:
-                files.error = OSError(f"recording writer {reason}")
-        for event, _files, _kind in self._waiters.values():
+        for recording in self._recordings.values():
+            if recording.error is None:
+                recording.error = OSError(f"recording process {reason}")
+        for event, _recording, _kind in self._waiters.values():
             event.set()
 
 
@@ -467,87 +546,153 @@ def _unlink(path: str) -> None:
         pass
 
 
-# ---------------------------------------------------------------------------------- the writer
+# ------------------------------------------------------------------------ the recording process
 
 
-class _Writer:
-    """The child's side: applies messages in order, answers on the same socket."""
+class _DirectWriter:
+    """``CallRecorder``'s writer inside the recording process: writes at once, at the position each
+    commit starts (so a file a dead process left behind is continued, or padded, in place)."""
+
+    def __init__(self, on_error: Any) -> None:
+        self.on_error = on_error
+        self.position: dict[int, int] = {}
+
+    def open(self, mono: str | None, stereo: str | None, sample_rate: int) -> RecordingFiles:
+        mono_wav = WavWriter(mono, sample_rate, 1, append=True) if mono else None
+        try:
+            stereo_wav = WavWriter(stereo, sample_rate, 2, append=True) if stereo else None
+        except (OSError, ValueError):
+            if mono_wav is not None:
+                mono_wav.close()
+            raise
+        files = RecordingFiles(mono_wav, stereo_wav)
+        self.position[id(files)] = max(w.frames_written for w in (mono_wav, stereo_wav) if w)
+        return files
+
+    def submit(
+        self, files: RecordingFiles, caller: bytes, assistant: bytes | None, samples: int
+    ) -> bool:
+        position = self.position[id(files)]
+        self.position[id(files)] = position + samples
+        if files.error is None and not files.closed:
+            try:
+                files.samples_dropped += files.write_at(position, caller, assistant, samples)
+            except (OSError, ValueError) as exc:
+                files.error = exc
+                self.on_error(files, exc)
+        return True
+
+    def sync(self, files: RecordingFiles, timeout: float = 0.0) -> bool:
+        return True
+
+    def close_files(self, files: RecordingFiles, timeout: float = 0.0) -> bool:
+        files.close()
+        self.position.pop(id(files), None)
+        return True
+
+
+class _Recordings:
+    """The recording process's state: one ``CallRecorder`` per open recording."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.files: dict[int, RecordingFiles] = {}
-        self.failed: set[int] = set()
+        self.recorders: dict[int, CallRecorder] = {}
+        self.errors: dict[int, str] = {}
+        self._ids: dict[int, int] = {}  # id(files) -> recording id, for write errors
+        self.writer = _DirectWriter(self._write_failed)
 
     def handle(self, message: wire.Message) -> None:
-        kind, ident = message.kind, message.files
-        files = self.files.get(ident)
-        if kind == wire.AUDIO:
-            if files is not None and ident not in self.failed:
-                caller = message.payload1
-                gap = self._guard(
-                    ident, files.write_at, message.a, caller, message.payload2, message.b
-                )
-                if gap:
-                    self.reply(wire.GAP, ident, gap)
-        elif kind == wire.SILENCE:
-            if files is not None and ident not in self.failed:
-                self._guard(ident, files.pad_to, message.a + message.b)
+        kind, ident = message.kind, message.recording
+        rec = self.recorders.get(ident)
+        if kind == wire.CALLER or kind == wire.ASSISTANT:
+            if rec is not None and not rec.closed:
+                add = rec.add_caller if kind == wire.CALLER else rec.add_assistant
+                try:
+                    add(message.payload1, message.a / 1e9)
+                except ValueError as exc:  # not from our hub: refuse the audio, keep the files
+                    self.reply(wire.ERROR, ident, 0, f"bad audio: {exc}")
         elif kind == wire.OPEN:
             self._open(message)
         elif kind == wire.SYNC:
-            self.reply(wire.DONE, ident, message.a)
+            self.reply_counters(ident, message.a, rec)
         elif kind == wire.CLOSE:
-            if files is not None:
-                if ident not in self.failed:
-                    self._guard(ident, files.pad_to, message.b)
-                files.close()
-                del self.files[ident]
-                self.failed.discard(ident)
-            self.reply(wire.DONE, ident, message.a)
+            if rec is not None:
+                if message.b > 0:
+                    rec.extend_to(message.b / 1e9)
+                rec.close()
+                del self.recorders[ident]
+                self._ids.pop(id(rec.files), None)
+            self.reply_counters(ident, message.a, rec)
+            self.errors.pop(ident, None)
 
     def _open(self, message: wire.Message) -> None:
-        ident = message.files
+        ident = message.recording
         try:
-            mono, stereo = wire.open_paths(message)
-            rate = message.a
-            mono_wav = WavWriter(mono, rate, 1, append=True) if mono else None
-            try:
-                stereo_wav = WavWriter(stereo, rate, 2, append=True) if stereo else None
-            except (OSError, ValueError):
-                if mono_wav is not None:
-                    mono_wav.close()
-                raise
+            request = wire.open_request(message)
+            start = _files_length(request, message.a)
+            rec = CallRecorder(
+                message.a,
+                request.mono,
+                request.stereo,
+                request.hold,
+                request.flush,
+                phase=request.phase,
+                writer=self.writer,
+                start_sample=start,
+            )
         except (OSError, ValueError) as exc:
-            self.failed.add(ident)
-            self.reply(wire.ERROR, ident, 0, f"cannot open: {exc}")
+            self.errors[ident] = f"cannot open: {exc}"
+            self.reply(wire.ERROR, ident, 0, self.errors[ident])
             return
-        old = self.files.pop(ident, None)
+        old = self.recorders.pop(ident, None)
         if old is not None:
             old.close()
-        self.files[ident] = RecordingFiles(mono_wav, stereo_wav)
+        self.recorders[ident] = rec
+        self._ids[id(rec.files)] = ident
 
-    def _guard(self, ident: int, fn: Any, *args: Any) -> int:
-        try:
-            return int(fn(*args) or 0)
-        except (OSError, ValueError) as exc:
-            self.failed.add(ident)
-            self.reply(wire.ERROR, ident, 0, str(exc))
-            return 0
+    def _write_failed(self, files: RecordingFiles, exc: Exception) -> None:
+        ident = self._ids.get(id(files), 0)
+        self.errors.setdefault(ident, str(exc))
+        self.reply(wire.ERROR, ident, 0, str(exc))
+
+    def reply_counters(self, ident: int, token: int, rec: CallRecorder | None) -> None:
+        counters: dict[str, Any] = {"error": self.errors.get(ident)}
+        if rec is not None:
+            counters.update(
+                committed=rec._base,
+                late=rec.late_samples_dropped,
+                dropped=rec.writer_samples_dropped,
+            )
+        self.sock.sendall(wire.counters_message(ident, token, counters))
 
     def reply(self, kind: int, ident: int, a: int, text: str = "") -> None:
         self.sock.sendall(wire.encode(wire.Message(kind, ident, a, 0, text.encode())))
 
     def close_all(self) -> None:
-        for files in self.files.values():
-            files.close()
-        self.files.clear()
+        for rec in self.recorders.values():
+            try:
+                rec.close()
+            except (OSError, ValueError) as exc:
+                print(f"recording process: closing {rec.files.name}: {exc}", file=sys.stderr)
+        self.recorders.clear()
+
+
+def _files_length(request: wire.OpenRequest, sample_rate: int) -> int:
+    """Samples already in the recording's files (a process that died left them): the longer one."""
+    length = 0
+    for path, channels in ((request.mono, 1), (request.stereo, 2)):
+        if path:
+            wav = WavWriter(path, sample_rate, channels, append=True)
+            length = max(length, wav.frames_written)
+            wav.close()
+    return length
 
 
 def child_main(fd: int) -> int:
-    """The writer process: read messages until the hub closes its end, then close every file."""
+    """The recording process: handle messages until the hub closes its end, then close every file."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    writer = _Writer(sock)
+    state = _Recordings(sock)
     reader = wire.MessageReader()
     buf = bytearray(1 << 20)
     view = memoryview(buf)
@@ -557,14 +702,14 @@ def child_main(fd: int) -> int:
             if not n:
                 return 0
             for message in reader.feed(view[:n]):
-                writer.handle(message)
+                state.handle(message)
     except wire.WireError as exc:
-        print(f"recording writer: {exc}", file=sys.stderr)
+        print(f"recording process: {exc}", file=sys.stderr)
         return 2
     except (BrokenPipeError, ConnectionResetError):  # the hub is gone
         return 0
     finally:
-        writer.close_all()
+        state.close_all()
 
 
 if __name__ == "__main__":

@@ -1,24 +1,23 @@
-"""The recording writer process's wire format (pure: bytes in, messages out).
+"""The recording process's wire format (pure: bytes in, messages out).
 
-The hub (``media.recording_process.ProcessRecordingWriter``) and its writer process talk over one
-Unix stream socket. Every message is a fixed header and up to two payloads:
+The hub (``media.recording_process``) and its recording process talk over one Unix stream socket.
+Every message is a fixed header and up to two payloads:
 
-    kind:u8  files:u32  a:i64  b:i64  len1:u32  len2:u32    (little-endian, 29 bytes)
+    kind:u8  recording:u32  a:i64  b:i64  len1:u32  len2:u32    (little-endian, 29 bytes)
 
-To the writer:
+To the recording process:
 
-* ``OPEN``   files, a = sample rate, payload 1 = JSON ``{"mono": path|null, "stereo": path|null}``.
-  The files exist already (the hub created them with an empty header); the writer appends to them.
-* ``AUDIO``  files, a = position (samples from the start of the recording), b = samples,
-  payload 1 = caller L16, payload 2 = assistant L16 (may be empty). Positions make a message
-  idempotent: audio the file already holds is skipped, and a hole before it is filled with silence
-  (reported back as ``GAP``: audio lost in a writer that died).
-* ``SILENCE`` files, a = position, b = samples: audio the hub dropped itself (counted there).
-* ``SYNC``   a = token: answered with ``DONE`` once everything before it is written.
-* ``CLOSE``  files, a = token, b = final position: pad to it, close, answer ``DONE``.
+* ``OPEN``      a = sample rate, payload 1 = JSON ``{"mono": path|null, "stereo": path|null,
+  "hold": s, "flush": s, "phase": p}``. The files exist (the hub created them with an empty header);
+  the process appends to them, so a recording it reopens after a restart goes on where its files end.
+* ``CALLER`` / ``ASSISTANT``  a = call time of the first sample in nanoseconds, payload 1 = L16.
+  The process places them with ``CallRecorder`` (time-aligned, gaps filled with silence).
+* ``SYNC``      a = token: answered with ``DONE`` once everything before it is handled.
+* ``CLOSE``     a = token, b = call time the recording runs to, in nanoseconds (silence after the
+  last audio that arrived): commit the rest, close the files, answer ``DONE``.
 
-From the writer: ``DONE`` (files, a = token, payload 1 = error text or empty), ``ERROR`` (files,
-payload 1 = why writing stopped for those files), ``GAP`` (files, a = samples filled with silence).
+From it: ``DONE`` (a = token, payload 1 = JSON counters: ``committed`` samples, ``late`` and
+``dropped`` samples, ``error`` or null) and ``ERROR`` (payload 1 = why writing stopped).
 """
 
 from __future__ import annotations
@@ -26,10 +25,11 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
-OPEN, AUDIO, SILENCE, SYNC, CLOSE = 1, 2, 3, 4, 5
-DONE, ERROR, GAP = 11, 12, 13
-KINDS = frozenset((OPEN, AUDIO, SILENCE, SYNC, CLOSE, DONE, ERROR, GAP))
+OPEN, CALLER, ASSISTANT, SYNC, CLOSE = 1, 2, 3, 4, 5
+DONE, ERROR = 11, 12
+KINDS = frozenset((OPEN, CALLER, ASSISTANT, SYNC, CLOSE, DONE, ERROR))
 
 HEADER = struct.Struct("<BIqqII")
 MAX_PAYLOAD = 64 << 20  # one message's payload; a bigger length means a corrupt stream
@@ -42,7 +42,7 @@ class WireError(ValueError):
 @dataclass(slots=True)
 class Message:
     kind: int
-    files: int
+    recording: int
     a: int = 0
     b: int = 0
     payload1: bytes = b""
@@ -53,8 +53,10 @@ class Message:
         return self.payload1.decode("utf-8", "replace")
 
 
-def header(kind: int, files: int, a: int = 0, b: int = 0, len1: int = 0, len2: int = 0) -> bytes:
-    return HEADER.pack(kind, files, a, b, len1, len2)
+def header(
+    kind: int, recording: int, a: int = 0, b: int = 0, len1: int = 0, len2: int = 0
+) -> bytes:
+    return HEADER.pack(kind, recording, a, b, len1, len2)
 
 
 def encode(message: Message) -> bytes:
@@ -63,7 +65,7 @@ def encode(message: Message) -> bytes:
     return (
         header(
             message.kind,
-            message.files,
+            message.recording,
             message.a,
             message.b,
             len(message.payload1),
@@ -74,24 +76,61 @@ def encode(message: Message) -> bytes:
     )
 
 
-def open_message(files: int, sample_rate: int, mono: str | None, stereo: str | None) -> bytes:
-    body = json.dumps({"mono": mono, "stereo": stereo}).encode()
-    return encode(Message(OPEN, files, sample_rate, 0, body))
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    mono: str | None
+    stereo: str | None
+    hold: float = 1.0
+    flush: float = 1.0
+    phase: float = 1.0
 
 
-def open_paths(message: Message) -> tuple[str | None, str | None]:
-    """The mono and stereo paths of an ``OPEN``; WireError when the body is not ours."""
+def open_message(recording: int, sample_rate: int, request: OpenRequest) -> bytes:
+    body = json.dumps(
+        {
+            "mono": request.mono,
+            "stereo": request.stereo,
+            "hold": request.hold,
+            "flush": request.flush,
+            "phase": request.phase,
+        }
+    ).encode()
+    return encode(Message(OPEN, recording, sample_rate, 0, body))
+
+
+def open_request(message: Message) -> OpenRequest:
+    """What an ``OPEN`` asks for; WireError when the body is not ours."""
     try:
         body = json.loads(message.payload1)
-        mono, stereo = body["mono"], body["stereo"]
+        request = OpenRequest(
+            body["mono"], body["stereo"], float(body["hold"]), float(body["flush"]),
+            float(body["phase"]),
+        )  # fmt: skip
     except (ValueError, KeyError, TypeError) as exc:
         raise WireError(f"bad OPEN body: {exc}") from exc
-    for path in (mono, stereo):
+    for path in (request.mono, request.stereo):
         if path is not None and not isinstance(path, str):
             raise WireError("bad OPEN body: paths must be strings or null")
-    if mono is None and stereo is None:
+    if request.mono is None and request.stereo is None:
         raise WireError("bad OPEN body: no file")
-    return mono, stereo
+    return request
+
+
+def counters_message(recording: int, token: int, counters: dict[str, Any]) -> bytes:
+    return encode(Message(DONE, recording, token, 0, json.dumps(counters).encode()))
+
+
+def counters(message: Message) -> dict[str, Any]:
+    """The counters of a ``DONE`` (empty when it carries none)."""
+    if not message.payload1:
+        return {}
+    try:
+        value = json.loads(message.payload1)
+    except ValueError as exc:
+        raise WireError(f"bad DONE body: {exc}") from exc
+    if not isinstance(value, dict):
+        raise WireError("bad DONE body: not an object")
+    return value
 
 
 class MessageReader:
@@ -112,7 +151,7 @@ class MessageReader:
         end = len(buf)
         size = HEADER.size
         while end - pos >= size:
-            kind, files, a, b, len1, len2 = HEADER.unpack_from(buf, pos)
+            kind, recording, a, b, len1, len2 = HEADER.unpack_from(buf, pos)
             if kind not in KINDS:
                 raise WireError(f"unknown message kind {kind}")
             if len1 + len2 > MAX_PAYLOAD:
@@ -122,7 +161,9 @@ class MessageReader:
                 break
             p1 = pos + size
             out.append(
-                Message(kind, files, a, b, bytes(buf[p1 : p1 + len1]), bytes(buf[p1 + len1 : stop]))
+                Message(
+                    kind, recording, a, b, bytes(buf[p1 : p1 + len1]), bytes(buf[p1 + len1 : stop])
+                )
             )
             pos = stop
         if pos:

@@ -1,6 +1,6 @@
-"""Recordings written by the writer process: the same files as the writer thread, a writer that dies
-(restarted, files stay time-aligned), a stalled writer (bounded, counted silence), errors reported
-back, and its wire format."""
+"""Recordings made in the recording process: the same files as a recorder on the hub, a process that
+dies (restarted, files stay time-aligned), a stalled process (bounded, counted silence), errors
+reported back, and its wire format."""
 
 import os
 import signal
@@ -42,27 +42,33 @@ def read_wav(path) -> tuple[int, int, bytes]:
         return w.getnchannels(), w.getframerate(), w.readframes(w.getnframes())
 
 
-def record(rec: CallRecorder, caller_frames: list[bytes], reply: bytes, start: int = 0) -> None:
+def record(rec, caller_frames: list[bytes], reply: bytes) -> bytes:
+    """The caller's frames in order and, from frame 40 on, the reply frame by frame 0.3 s ahead of
+    them (as a call plays it); what of the reply was added."""
+    played = frames(reply, RATE)[: len(caller_frames) - 40]
     for i, frame in enumerate(caller_frames):
-        at = (start + i) * FRAME_SECONDS
+        at = i * FRAME_SECONDS
         rec.add_caller(frame, at)
-        if i == 40:
-            rec.add_assistant(reply, at + 0.3)
+        if 40 <= i < 40 + len(played):
+            rec.add_assistant(played[i - 40], at + 0.3)
         if i % 10 == 0:
-            gevent.sleep(0)  # the hub sends what was committed
+            gevent.sleep(0)  # the hub sends what was handed over
+    return b"".join(played)
 
 
-def test_same_files_as_the_writer_thread(tmp_path, proc_writer, caller_frames, reply):
+def test_same_files_as_a_recorder_on_the_hub(tmp_path, proc_writer, caller_frames, reply):
     thread_writer = RecordingWriter(batch_seconds=0.02)
     paths = {}
     try:
-        for name, writer in (("thread", thread_writer), ("process", proc_writer)):
+        for name in ("thread", "process"):
             mono, stereo = tmp_path / f"{name}.wav", tmp_path / f"{name}-s.wav"
-            rec = CallRecorder(RATE, str(mono), str(stereo), phase=0.5, writer=writer)
-            record(rec, caller_frames, reply)
+            if name == "thread":
+                rec = CallRecorder(RATE, str(mono), str(stereo), phase=0.5, writer=thread_writer)
+            else:
+                rec = proc_writer.recorder(RATE, str(mono), str(stereo), phase=0.5)
+            played = record(rec, caller_frames, reply)
             rec.close(timeout=10)
-            assert rec.files.closed if name == "process" else rec.files.mono.closed
-            assert rec.writer_samples_dropped == 0
+            assert rec.writer_samples_dropped == 0 and rec.late_samples_dropped == 0
             paths[name] = (mono, stereo)
     finally:
         assert thread_writer.stop(5.0)
@@ -71,17 +77,18 @@ def test_same_files_as_the_writer_thread(tmp_path, proc_writer, caller_frames, r
         assert a.read_bytes() == b.read_bytes()
     channels, rate, stereo = read_wav(paths["process"][1])
     assert (channels, rate) == (2, RATE)
-    # the caller's speech is in the left channel, word for word
+    # the caller's speech is in the left channel, word for word; the reply is on the right
     left = b"".join(stereo[i : i + 2] for i in range(0, len(stereo), 4))
-    assert left[: len(caller_frames[0]) * 10] == b"".join(caller_frames[:10])
-    assert len(stereo) // 4 >= len(caller_frames) * RATE // 50
+    right = b"".join(stereo[i + 2 : i + 4] for i in range(0, len(stereo), 4))
+    assert left[: len(b"".join(caller_frames))] == b"".join(caller_frames)
+    reply_at = int((40 * FRAME_SECONDS + 0.3) * RATE) * 2
+    assert right[reply_at : reply_at + len(played)] == played
+    assert not any(right[:reply_at])
 
 
 def test_files_are_valid_while_recording_and_sync_waits(tmp_path, proc_writer, caller_frames):
     mono = tmp_path / "m.wav"
-    rec = CallRecorder(
-        RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0, writer=proc_writer
-    )
+    rec = proc_writer.recorder(RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0)
     for i, frame in enumerate(caller_frames[:100]):
         rec.add_caller(frame, i * FRAME_SECONDS)
     assert rec.sync(timeout=10)
@@ -93,28 +100,24 @@ def test_files_are_valid_while_recording_and_sync_waits(tmp_path, proc_writer, c
     assert len(read_wav(mono)[2]) == 100 * len(caller_frames[0])
 
 
-def test_a_writer_that_dies_is_replaced_and_files_stay_aligned(
+def test_a_process_that_dies_is_replaced_and_files_stay_aligned(
     tmp_path, proc_writer, caller_frames
 ):
     mono, stereo = tmp_path / "m.wav", tmp_path / "s.wav"
-    rec = CallRecorder(
-        RATE,
-        str(mono),
-        str(stereo),
-        hold_back_seconds=0.1,
-        flush_seconds=0.1,
-        phase=1.0,
-        writer=proc_writer,
+    rec = proc_writer.recorder(
+        RATE, str(mono), str(stereo), hold_back_seconds=0.1, flush_seconds=0.1, phase=1.0
     )
     third = len(caller_frames) // 3
     for i, frame in enumerate(caller_frames[:third]):
         rec.add_caller(frame, i * FRAME_SECONDS)
     assert rec.sync(timeout=10)
     written = len(read_wav(mono)[2])
+    assert written > 0
     first = proc_writer.pid
-    os.kill(first, signal.SIGSTOP)  # what is sent now sits unread in the dead writer's socket
+    os.kill(first, signal.SIGSTOP)  # what is sent now sits unread in the dying process's socket
     for i, frame in enumerate(caller_frames[third : 2 * third], start=third):
         rec.add_caller(frame, i * FRAME_SECONDS)
+    rec.flush()
     gevent.sleep(0.05)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 20
@@ -124,26 +127,23 @@ def test_a_writer_that_dies_is_replaced_and_files_stay_aligned(
     for i, frame in enumerate(caller_frames[2 * third :], start=2 * third):
         rec.add_caller(frame, i * FRAME_SECONDS)
     rec.close(timeout=10)
-    assert rec.files.error is None
+    assert rec.error is None
     everything = b"".join(caller_frames)
     mono_data = read_wav(mono)[2]
     assert len(mono_data) == len(everything)  # time-aligned: the lost audio became silence
     assert len(read_wav(stereo)[2]) == 2 * len(everything)
-    lost = rec.writer_samples_dropped * 2
-    assert lost > 0
     assert mono_data[:written] == everything[:written]  # what was written before is intact
-    assert mono_data[written : written + lost] == bytes(lost)  # the lost span is silence
-    tail = written + lost
-    assert mono_data[tail:] == everything[tail:]  # and the rest is in its place
+    tail = 2 * third * 640  # the audio sent after the restart is in its place
+    assert mono_data[tail:] == everything[tail:]
+    lost = mono_data[written:tail]
+    assert lost == bytes(len(lost)) and everything[written:tail] != lost
 
 
 def test_a_stalled_writer_bounds_the_backlog_with_counted_silence(tmp_path, caller_frames):
     writer = ProcessRecordingWriter(max_backlog_bytes=64 * 1024, socket_buffer_bytes=32 * 1024)
     try:
         mono = tmp_path / "m.wav"
-        rec = CallRecorder(
-            RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0, writer=writer
-        )
+        rec = writer.recorder(RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0)
         assert rec.sync(timeout=10)
         os.kill(writer.pid, signal.SIGSTOP)
         try:
@@ -165,11 +165,9 @@ def test_a_stalled_writer_bounds_the_backlog_with_counted_silence(tmp_path, call
 
 def test_bad_paths_fail_at_open(tmp_path, proc_writer):
     with pytest.raises(OSError):
-        CallRecorder(RATE, str(tmp_path / "missing-dir" / "m.wav"), writer=proc_writer)
+        proc_writer.recorder(RATE, str(tmp_path / "missing-dir" / "m.wav"))
     with pytest.raises(OSError):
-        CallRecorder(
-            RATE, str(tmp_path / "m.wav"), str(tmp_path / "no" / "s.wav"), writer=proc_writer
-        )
+        proc_writer.recorder(RATE, str(tmp_path / "m.wav"), str(tmp_path / "no" / "s.wav"))
     assert not (tmp_path / "m.wav").exists()  # nothing half-made is left behind
 
 
@@ -178,20 +176,20 @@ def test_a_file_the_writer_cannot_use_is_an_error_on_the_recording(tmp_path, pro
     os.kill(proc_writer.pid, signal.SIGSTOP)
     try:
         path = tmp_path / "m.wav"
-        rec = CallRecorder(RATE, str(path), phase=1.0, writer=proc_writer)
+        rec = proc_writer.recorder(RATE, str(path), phase=1.0)
         path.write_bytes(b"not a wav file at all, not even close")
     finally:
         os.kill(proc_writer.pid, signal.SIGCONT)
     rec.add_caller(b"\x01\x00" * 320, 0.0)
     rec.close(timeout=10)
-    assert isinstance(rec.files.error, OSError)
-    assert "cannot open" in str(rec.files.error)
+    assert isinstance(rec.error, OSError)
+    assert "cannot open" in str(rec.error)
 
 
 def test_a_writer_that_keeps_dying_fails_recordings_clearly(tmp_path, caller_frames):
     writer = ProcessRecordingWriter(max_restarts=1)
     try:
-        rec = CallRecorder(RATE, str(tmp_path / "m.wav"), writer=writer)
+        rec = writer.recorder(RATE, str(tmp_path / "m.wav"))
         assert rec.sync(timeout=10)
         for _ in range(2):
             pid = writer.pid
@@ -200,18 +198,18 @@ def test_a_writer_that_keeps_dying_fails_recordings_clearly(tmp_path, caller_fra
             while writer.pid == pid and writer.failed is None and time.monotonic() < deadline:
                 gevent.sleep(0.05)
         assert writer.failed is not None
-        assert isinstance(rec.files.error, OSError)
+        assert isinstance(rec.error, OSError)
         rec.add_caller(caller_frames[0], 0.0)
         rec.close(timeout=2)
         with pytest.raises(OSError, match="not running"):
-            CallRecorder(RATE, str(tmp_path / "n.wav"), writer=writer)
+            writer.recorder(RATE, str(tmp_path / "n.wav"))
     finally:
         writer.stop(5.0)
 
 
 def test_stop_closes_everything_and_ends_the_process(tmp_path, caller_frames):
     writer = ProcessRecordingWriter()
-    rec = CallRecorder(RATE, str(tmp_path / "m.wav"), phase=1.0, writer=writer)
+    rec = writer.recorder(RATE, str(tmp_path / "m.wav"), phase=1.0)
     for i, frame in enumerate(caller_frames[:60]):
         rec.add_caller(frame, i * FRAME_SECONDS)
     rec.flush()
@@ -250,17 +248,25 @@ def test_wav_append_goes_on_after_the_counted_audio(tmp_path):
 
 def test_wire_messages_survive_any_cut():
     messages = [
-        wire.Message(wire.AUDIO, 7, 1600, 320, b"\x01" * 640, b"\x02" * 640),
-        wire.Message(wire.SYNC, 0, 42),
-        wire.Message(wire.DONE, 3, 42, 0, b"disk full"),
+        wire.Message(wire.CALLER, 7, 1_600_000_000, 0, b"\x01" * 640),
+        wire.Message(wire.ASSISTANT, 7, 1_700_000_000, 0, b"\x02" * 6400),
+        wire.Message(wire.SYNC, 7, 42),
+        wire.Message(wire.ERROR, 3, 0, 0, b"disk full"),
     ]
-    stream = b"".join(wire.encode(m) for m in messages) + wire.open_message(9, 8000, "m", None)
+    request = wire.OpenRequest("m.wav", None, 0.5, 0.25, 0.75)
+    stream = (
+        b"".join(wire.encode(m) for m in messages)
+        + wire.open_message(9, 8000, request)
+        + wire.counters_message(9, 5, {"committed": 160, "late": 0, "dropped": 3, "error": None})
+    )
     reader = wire.MessageReader()
     got = []
     for i in range(len(stream)):
         got.extend(reader.feed(stream[i : i + 1]))
-    assert got[:3] == messages
-    assert wire.open_paths(got[3]) == ("m", None) and got[3].a == 8000
+    assert got[:4] == messages
+    assert wire.open_request(got[4]) == request and got[4].a == 8000
+    assert got[5].kind == wire.DONE and got[5].a == 5
+    assert wire.counters(got[5]) == {"committed": 160, "late": 0, "dropped": 3, "error": None}
     assert reader.buffered == 0
 
 
@@ -268,7 +274,15 @@ def test_wire_rejects_what_is_not_ours():
     with pytest.raises(wire.WireError, match="kind"):
         wire.MessageReader().feed(wire.header(99, 1))
     with pytest.raises(wire.WireError, match="payload"):
-        wire.MessageReader().feed(wire.header(wire.AUDIO, 1, 0, 0, wire.MAX_PAYLOAD, 1))
-    for body in (b"[]", b"{}", b'{"mono": 3, "stereo": null}', b'{"mono": null, "stereo": null}'):
+        wire.MessageReader().feed(wire.header(wire.CALLER, 1, 0, 0, wire.MAX_PAYLOAD, 1))
+    for body in (
+        b"[]",
+        b"{}",
+        b'{"mono": 3, "stereo": null, "hold": 1, "flush": 1, "phase": 1}',
+        b'{"mono": null, "stereo": null, "hold": 1, "flush": 1, "phase": 1}',
+        b'{"mono": "m", "stereo": null, "hold": "x", "flush": 1, "phase": 1}',
+    ):
         with pytest.raises(wire.WireError):
-            wire.open_paths(wire.Message(wire.OPEN, 1, 8000, 0, body))
+            wire.open_request(wire.Message(wire.OPEN, 1, 8000, 0, body))
+    with pytest.raises(wire.WireError):
+        wire.counters(wire.Message(wire.DONE, 1, 1, 0, b"[1]"))
