@@ -209,14 +209,14 @@ def run_step(
 
     from esl_controller.media.fork_server import ForkServer, StreamClosed
     from esl_controller.media.recorder import CallRecorder
-    from esl_controller.media.recording_process import ProcessRecordingWriter
+    from esl_controller.media.recording_process import RecordingProcess
     from esl_controller.media.recording_writer import shared_writer
     from esl_controller.media.vad import SpeechEnded, VoiceActivityDetector
 
     stats = Stats()
     writer = None
     if record_dir:
-        writer = ProcessRecordingWriter() if writer_kind == "process" else shared_writer()
+        writer = RecordingProcess() if writer_kind == "process" else shared_writer()
         if writer_kind == "process":
             writer.start()
     reply = b"\x10\x00" * (RATE // 2)  # stand-in TTS audio, 0.5 s

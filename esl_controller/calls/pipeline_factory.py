@@ -61,9 +61,9 @@ class PipelineFactory:
         #: recording), or None: recordings on the hub with the process-wide writer thread
         self.recording_writer: Any = None
         if settings.media.recording_writer == "process":
-            from esl_controller.media.recording_process import ProcessRecordingWriter
+            from esl_controller.media.recording_process import RecordingProcess
 
-            self.recording_writer = ProcessRecordingWriter()
+            self.recording_writer = RecordingProcess()
 
     def stop(self, timeout: float = 5.0) -> None:
         """After the calls: let the recording writer finish every file."""

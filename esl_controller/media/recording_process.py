@@ -81,7 +81,7 @@ class RemoteRecorder:
 
     def __init__(
         self,
-        owner: ProcessRecordingWriter,
+        owner: RecordingProcess,
         ident: int,
         sample_rate: int,
         request: wire.OpenRequest,
@@ -190,7 +190,7 @@ class RemoteRecorder:
             self.error = OSError(str(counters["error"]))
 
 
-class ProcessRecordingWriter:
+class RecordingProcess:
     """Owns the recording process: ``recorder()`` starts a call's recording there."""
 
     def __init__(

@@ -12,7 +12,7 @@ import pytest
 
 from esl_controller.media import recording_wire as wire
 from esl_controller.media.recorder import CallRecorder
-from esl_controller.media.recording_process import ProcessRecordingWriter
+from esl_controller.media.recording_process import RecordingProcess
 from esl_controller.media.recording_writer import RecordingWriter, WavWriter
 from tests.audio_fixtures import frames, speech
 
@@ -31,8 +31,8 @@ def reply() -> bytes:
 
 
 @pytest.fixture
-def proc_writer():
-    w = ProcessRecordingWriter()
+def recording_process():
+    w = RecordingProcess()
     yield w
     w.stop(10.0)
 
@@ -56,7 +56,7 @@ def record(rec, caller_frames: list[bytes], reply: bytes) -> bytes:
     return b"".join(played)
 
 
-def test_same_files_as_a_recorder_on_the_hub(tmp_path, proc_writer, caller_frames, reply):
+def test_same_files_as_a_recorder_on_the_hub(tmp_path, recording_process, caller_frames, reply):
     thread_writer = RecordingWriter(batch_seconds=0.02)
     paths = {}
     try:
@@ -65,14 +65,14 @@ def test_same_files_as_a_recorder_on_the_hub(tmp_path, proc_writer, caller_frame
             if name == "thread":
                 rec = CallRecorder(RATE, str(mono), str(stereo), phase=0.5, writer=thread_writer)
             else:
-                rec = proc_writer.recorder(RATE, str(mono), str(stereo), phase=0.5)
+                rec = recording_process.recorder(RATE, str(mono), str(stereo), phase=0.5)
             played = record(rec, caller_frames, reply)
             rec.close(timeout=10)
             assert rec.writer_samples_dropped == 0 and rec.late_samples_dropped == 0
             paths[name] = (mono, stereo)
     finally:
         assert thread_writer.stop(5.0)
-    assert proc_writer.pid is not None and proc_writer.pid != os.getpid()
+    assert recording_process.pid is not None and recording_process.pid != os.getpid()
     for a, b in zip(paths["thread"], paths["process"], strict=True):
         assert a.read_bytes() == b.read_bytes()
     channels, rate, stereo = read_wav(paths["process"][1])
@@ -86,9 +86,11 @@ def test_same_files_as_a_recorder_on_the_hub(tmp_path, proc_writer, caller_frame
     assert not any(right[:reply_at])
 
 
-def test_files_are_valid_while_recording_and_sync_waits(tmp_path, proc_writer, caller_frames):
+def test_files_are_valid_while_recording_and_sync_waits(tmp_path, recording_process, caller_frames):
     mono = tmp_path / "m.wav"
-    rec = proc_writer.recorder(RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0)
+    rec = recording_process.recorder(
+        RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0
+    )
     for i, frame in enumerate(caller_frames[:100]):
         rec.add_caller(frame, i * FRAME_SECONDS)
     assert rec.sync(timeout=10)
@@ -101,10 +103,10 @@ def test_files_are_valid_while_recording_and_sync_waits(tmp_path, proc_writer, c
 
 
 def test_a_process_that_dies_is_replaced_and_files_stay_aligned(
-    tmp_path, proc_writer, caller_frames
+    tmp_path, recording_process, caller_frames
 ):
     mono, stereo = tmp_path / "m.wav", tmp_path / "s.wav"
-    rec = proc_writer.recorder(
+    rec = recording_process.recorder(
         RATE, str(mono), str(stereo), hold_back_seconds=0.1, flush_seconds=0.1, phase=1.0
     )
     third = len(caller_frames) // 3
@@ -113,7 +115,7 @@ def test_a_process_that_dies_is_replaced_and_files_stay_aligned(
     assert rec.sync(timeout=10)
     written = len(read_wav(mono)[2])
     assert written > 0
-    first = proc_writer.pid
+    first = recording_process.pid
     os.kill(first, signal.SIGSTOP)  # what is sent now sits unread in the dying process's socket
     for i, frame in enumerate(caller_frames[third : 2 * third], start=third):
         rec.add_caller(frame, i * FRAME_SECONDS)
@@ -121,9 +123,9 @@ def test_a_process_that_dies_is_replaced_and_files_stay_aligned(
     gevent.sleep(0.05)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 20
-    while proc_writer.pid == first and time.monotonic() < deadline:
+    while recording_process.pid == first and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    assert proc_writer.pid != first and proc_writer.starts == 2
+    assert recording_process.pid != first and recording_process.starts == 2
     for i, frame in enumerate(caller_frames[2 * third :], start=2 * third):
         rec.add_caller(frame, i * FRAME_SECONDS)
     rec.close(timeout=10)
@@ -140,7 +142,7 @@ def test_a_process_that_dies_is_replaced_and_files_stay_aligned(
 
 
 def test_a_stalled_writer_bounds_the_backlog_with_counted_silence(tmp_path, caller_frames):
-    writer = ProcessRecordingWriter(max_backlog_bytes=64 * 1024, socket_buffer_bytes=32 * 1024)
+    writer = RecordingProcess(max_backlog_bytes=64 * 1024, socket_buffer_bytes=32 * 1024)
     try:
         mono = tmp_path / "m.wav"
         rec = writer.recorder(RATE, str(mono), hold_back_seconds=0.1, flush_seconds=0.2, phase=1.0)
@@ -163,23 +165,23 @@ def test_a_stalled_writer_bounds_the_backlog_with_counted_silence(tmp_path, call
         assert writer.stop(10.0)
 
 
-def test_bad_paths_fail_at_open(tmp_path, proc_writer):
+def test_bad_paths_fail_at_open(tmp_path, recording_process):
     with pytest.raises(OSError):
-        proc_writer.recorder(RATE, str(tmp_path / "missing-dir" / "m.wav"))
+        recording_process.recorder(RATE, str(tmp_path / "missing-dir" / "m.wav"))
     with pytest.raises(OSError):
-        proc_writer.recorder(RATE, str(tmp_path / "m.wav"), str(tmp_path / "no" / "s.wav"))
+        recording_process.recorder(RATE, str(tmp_path / "m.wav"), str(tmp_path / "no" / "s.wav"))
     assert not (tmp_path / "m.wav").exists()  # nothing half-made is left behind
 
 
-def test_a_file_the_writer_cannot_use_is_an_error_on_the_recording(tmp_path, proc_writer):
-    proc_writer.start()
-    os.kill(proc_writer.pid, signal.SIGSTOP)
+def test_a_file_the_writer_cannot_use_is_an_error_on_the_recording(tmp_path, recording_process):
+    recording_process.start()
+    os.kill(recording_process.pid, signal.SIGSTOP)
     try:
         path = tmp_path / "m.wav"
-        rec = proc_writer.recorder(RATE, str(path), phase=1.0)
+        rec = recording_process.recorder(RATE, str(path), phase=1.0)
         path.write_bytes(b"not a wav file at all, not even close")
     finally:
-        os.kill(proc_writer.pid, signal.SIGCONT)
+        os.kill(recording_process.pid, signal.SIGCONT)
     rec.add_caller(b"\x01\x00" * 320, 0.0)
     rec.close(timeout=10)
     assert isinstance(rec.error, OSError)
@@ -187,7 +189,7 @@ def test_a_file_the_writer_cannot_use_is_an_error_on_the_recording(tmp_path, pro
 
 
 def test_a_writer_that_keeps_dying_fails_recordings_clearly(tmp_path, caller_frames):
-    writer = ProcessRecordingWriter(max_restarts=1)
+    writer = RecordingProcess(max_restarts=1)
     try:
         rec = writer.recorder(RATE, str(tmp_path / "m.wav"))
         assert rec.sync(timeout=10)
@@ -208,7 +210,7 @@ def test_a_writer_that_keeps_dying_fails_recordings_clearly(tmp_path, caller_fra
 
 
 def test_stop_closes_everything_and_ends_the_process(tmp_path, caller_frames):
-    writer = ProcessRecordingWriter()
+    writer = RecordingProcess()
     rec = writer.recorder(RATE, str(tmp_path / "m.wav"), phase=1.0)
     for i, frame in enumerate(caller_frames[:60]):
         rec.add_caller(frame, i * FRAME_SECONDS)
