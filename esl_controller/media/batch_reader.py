@@ -50,12 +50,13 @@ class BatchTarget(Protocol):
 
 
 class _Entry:
-    __slots__ = ("sock", "target", "fd")
+    __slots__ = ("sock", "target", "fd", "on_data")
 
     def __init__(self, sock: socket.socket, target: BatchTarget, fd: int) -> None:
         self.sock = sock
         self.target = target
         self.fd = fd
+        self.on_data = target.on_data  # bound once: one lookup less per read
 
 
 class BatchReader:
@@ -77,7 +78,6 @@ class BatchReader:
         # counters (read by diagnostics and the benchmark)
         self.ticks = 0
         self.reads = 0
-        self.bytes_read = 0
         self.largest_batch = 0
         self.target_errors = 0
 
@@ -223,9 +223,8 @@ class BatchReader:
                 self._closed(entry, "eof")
                 continue
             self.reads += 1
-            self.bytes_read += len(data)
             try:
-                keep = entry.target.on_data(data, now)
+                keep = entry.on_data(data, now)
             except Exception:
                 self.target_errors += 1
                 log.exception("%s reader: target failed; its socket is no longer read", self.name)

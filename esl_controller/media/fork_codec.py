@@ -192,6 +192,18 @@ class ForkStreamDecoder:
             return [AudioFrame(index, index * self.frame_ms / 1000.0, data)]
         return [self._frame(chunk) for chunk in chunker.push(data)]
 
+    def whole_frame(self, data: bytes) -> AudioFrame | None:
+        """``data`` as the next frame when it is exactly one mono frame and nothing is held back (the
+        usual case); None otherwise (then ``receive_binary`` it)."""
+        chunker = self._chunker
+        if len(data) != chunker.frame_size or chunker.pending or self.channels != 1:
+            return None
+        self._seen_any = True
+        self.bytes_in += len(data)
+        index = self._frames
+        self._frames = index + 1
+        return AudioFrame(index, index * self.frame_ms / 1000.0, data)
+
     def flush(self) -> list[ForkEvent]:
         """The held-back remainder as one last (silence-padded) frame."""
         rest = self._chunker.flush(pad=True)

@@ -190,6 +190,18 @@ class _Connection(ServerSocket):
         if self._idle:
             self._end_read("idle timeout")
             return False
+        decoder = self.decoder
+        if decoder is not None and not self._binary_len:  # one whole 20 ms frame: the usual case
+            payload = self._parser.single_binary(data)
+            if payload is not None:
+                frame = decoder.whole_frame(payload)
+                if frame is not None:
+                    stream = self.stream
+                    stream.bytes_in += len(payload)  # type: ignore[union-attr]
+                    stream._put_frame(frame, received_at)  # type: ignore[union-attr]
+                    return True
+                self._binary_part(payload, True, received_at)
+                return self._end_reason == "open" or self._finish_read()
         try:
             events = self._parser.feed(data)
         except ws_lean.ParseError as exc:
@@ -199,6 +211,9 @@ class _Connection(ServerSocket):
             return False
         if self._handle_lean(events, received_at):
             return True
+        return self._finish_read()
+
+    def _finish_read(self) -> bool:
         self._end_read(self._end_reason)
         return False
 

@@ -93,6 +93,9 @@ class WebRtcConfidence:
         return self._vad.is_speech(frame, self.sample_rate)
 
 
+_QUIET = VadState.QUIET
+
+
 class VoiceActivityDetector:
     """Feed fixed-size mono L16 frames; get SpeechStarted / SpeechEnded events."""
 
@@ -111,9 +114,12 @@ class VoiceActivityDetector:
         self.frame_size = frame_bytes(sample_rate, frame_ms)
         self._frame_s = frame_ms / 1000.0
         self.confidence = confidence or WebRtcConfidence(sample_rate, aggressiveness)
-        # webrtcvad answers yes/no: ask it directly (one Python call less per frame)
+        # webrtcvad answers yes/no: ask it directly (one Python call less per frame), unless the
+        # threshold asks for something a yes/no cannot give
         self._is_speech = (
-            self.confidence.is_speech if isinstance(self.confidence, WebRtcConfidence) else None
+            self.confidence.is_speech
+            if isinstance(self.confidence, WebRtcConfidence) and 0.0 < self.params.threshold <= 1.0
+            else None
         )
         self.state = VadState.QUIET
         self._now = start_time  # stream time at the start of the next frame
@@ -150,13 +156,13 @@ class VoiceActivityDetector:
         self._now = start + self._frame_s
         self.frames += 1
         is_speech = self._is_speech
-        if is_speech is not None and 0.0 < self.params.threshold <= 1.0:
+        if is_speech is not None:
             voiced = is_speech(frame)
         else:
             voiced = self.confidence(frame) >= self.params.threshold
         self._pre_roll.append(frame)
         state = self.state
-        if state is VadState.QUIET:
+        if state is _QUIET:
             if not voiced:
                 return []
             self.state = VadState.STARTING

@@ -142,6 +142,23 @@ class ClientFrameParser:
     def in_message(self) -> bool:
         return self._message is not None
 
+    def single_binary(self, data: bytes) -> bytes | None:
+        """The hottest path: when ``data`` is exactly one whole, unfragmented, masked binary frame with
+        a 16-bit length (a 20 ms audio frame is 320-1280 bytes) and nothing is pending, its unmasked
+        payload; None otherwise (then ``feed`` it). No event objects are made."""
+        if (
+            len(data) < 134  # 8 header bytes + a payload of at least 126
+            or data[0] != 0x82
+            or data[1] != 0xFE
+            or ((data[2] << 8) | data[3]) + 8 != len(data)
+            or self._buf
+            or self._in_frame
+            or self._message is not None
+        ):
+            return None
+        self.frames += 1
+        return _unmask_whole(data[8:], data[4:8])
+
     def feed(self, data: bytes) -> list[LeanEvent]:
         if self._in_frame or self._message is not None:
             return self._feed(data)

@@ -122,3 +122,17 @@ def test_control_message_shapes_are_compact_json():
     assert fork_codec.transfer({"to": "x"}) == '{"type":"transfer","data":{"to":"x"}}'
     assert fork_codec.error({"e": 1}) == '{"type":"error","data":{"e":1}}'
     assert fork_codec.json_message({"hello": 1}) == '{"hello":1}'
+
+
+def test_whole_frame_is_receive_binary_of_one_frame():
+    pcm = speech("Thank you very much.", 16000)[: 640 * 3]
+    fast, slow = ForkStreamDecoder(16000), ForkStreamDecoder(16000)
+    for i in range(3):
+        chunk = pcm[i * 640 : (i + 1) * 640]
+        assert fast.whole_frame(chunk) == slow.receive_binary(chunk)[0]
+    assert fast.bytes_in == slow.bytes_in == 3 * 640
+    # anything but exactly one mono frame with nothing held back goes the general way
+    assert fast.whole_frame(pcm[:320]) is None
+    assert ForkStreamDecoder(16000, mix="stereo").whole_frame(pcm[:640]) is None
+    fast.receive_binary(pcm[:100])
+    assert fast.whole_frame(pcm[:640]) is None

@@ -223,3 +223,28 @@ def test_large_binary_frame_streams_without_buffering_everything():
     events += parser.feed(wire[50000:])
     assert collect(events) == [("binary", pcm)]
     assert isinstance(events[0], BinaryData) and not isinstance(events[0], TextData)
+
+
+def test_single_binary_takes_only_one_whole_audio_frame():
+    pcm = speech("Seven thirty works for me.", 16000)[:640]
+    whole = frame(0x82, pcm)
+    parser = ClientFrameParser()
+    assert parser.single_binary(whole) == pcm == ClientFrameParser().feed(whole)[0].data
+    assert parser.frames == 1
+    refused = [
+        frame(0x81, b"x" * 200),  # text
+        frame(0x02, pcm),  # a first fragment (no FIN)
+        frame(0x82, pcm[:100]),  # short: a 7-bit length
+        frame(0x82, pcm, masked=False),  # unmasked: feed refuses it
+        frame(0x82, pcm, length_bytes=bytes([127]) + (640).to_bytes(8, "big")),  # 64-bit length
+        whole[:-1],  # cut short
+        whole + whole[:3],  # more than one frame
+    ]
+    for data in refused:
+        assert parser.single_binary(data) is None, data[:4]
+    # nothing is taken while something is pending: a cut frame, or a fragmented message
+    parser.feed(whole[:100])
+    assert parser.single_binary(whole) is None
+    parser = ClientFrameParser()
+    parser.feed(frame(0x02, pcm))
+    assert parser.in_message and parser.single_binary(whole) is None
