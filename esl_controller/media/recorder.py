@@ -94,6 +94,11 @@ class CallRecorder:
         return self._files
 
     @property
+    def committed_samples(self) -> int:
+        """Samples of the timeline handed to the writer (from the start of the recording)."""
+        return self._base
+
+    @property
     def committed_seconds(self) -> float:
         return self._base / float(self.sample_rate)
 

@@ -356,10 +356,11 @@ class RecordingProcess:
 
     def wait(self, kind: int, recording: RemoteRecorder, timeout: float) -> bool:
         """``SYNC`` or ``CLOSE`` a recording and wait for the answer. False: timed out."""
-        if self.failed is not None or self._proc is None:
+        if self.failed is not None or (self._stopping and self._proc is None):
             if kind == wire.CLOSE:
                 self._recordings.pop(recording.id, None)
             return False
+        # (while a process that died is being replaced, the message waits in the queue for the new one)
         token = next(self._tokens)
         event = Event()
         self._waiters[token] = (event, recording, kind)
@@ -659,7 +660,7 @@ class _Recordings:
         counters: dict[str, Any] = {"error": self.errors.get(ident)}
         if rec is not None:
             counters.update(
-                committed=rec._base,
+                committed=rec.committed_samples,
                 late=rec.late_samples_dropped,
                 dropped=rec.writer_samples_dropped,
             )
