@@ -7,6 +7,10 @@ in order mixes the mono track, interleaves the stereo one and appends both to th
 the WAV sizes after each write, so a crash leaves playable files holding everything written so far.
 Jobs of one recording stay in the order they were submitted (one FIFO, one thread).
 
+This is how recordings are made on the hub (``media.recording_writer: thread``). The controller's
+default is the recording process (``media.recording_process``), which runs ``CallRecorder`` with
+``WavWriter``/``RecordingFiles`` from here and no thread.
+
 The hand-off is bounded: when the audio submitted but not yet written passes ``max_backlog_bytes``
 (a stalled disk), new audio is replaced by a count of silent samples, so the files stay time-aligned
 while memory stays bounded; the recording counts the dropped samples and it is logged once.
@@ -188,15 +192,6 @@ class RecordingFiles:
             gap = max(
                 gap, _write_positioned(self.stereo, position, _stereo(caller, assistant, n), n)
             )
-        return gap
-
-    def pad_to(self, position: int) -> int:
-        """Silence up to sample ``position`` in each file; the most samples one file needed."""
-        gap = 0
-        for wav in (self.mono, self.stereo):
-            if wav is not None and wav.frames_written < position:
-                gap = max(gap, position - wav.frames_written)
-                wav.write_silence(position - wav.frames_written)
         return gap
 
     def close(self) -> None:
