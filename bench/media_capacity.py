@@ -304,8 +304,9 @@ def run_step(
         raise RuntimeError(f"client did not start: {ready!r}")
     gevent.sleep(warmup)
     dropped_before = sum(s.frames_dropped for s in server.streams.values())
-    child_pid = getattr(writer, "pid", None)
+    child_pid = writer.pid if writer_kind == "process" and writer is not None else None
     child0 = proc_cpu(child_pid)
+    client0 = proc_cpu(proc.pid)
     cpu0 = os.times()
     t0 = time.monotonic()
     stats.measuring = True
@@ -314,6 +315,7 @@ def run_step(
     wall = time.monotonic() - t0
     cpu1 = os.times()
     child1 = proc_cpu(child_pid)
+    client1 = proc_cpu(proc.pid)
     rss = rss_kb()
     streams = list(server.streams.values())
     dropped = sum(s.frames_dropped for s in streams) - dropped_before
@@ -345,6 +347,7 @@ def run_step(
         ),
         "sys_us_per_frame": (cpu1.system - cpu0.system) / max(1, stats.frames) * 1e6,
         "writer_cpu": writer_cpu / wall,
+        "client_cpu": (client1 - client0) / wall,
         "writer_us_per_frame": writer_cpu / max(1, stats.frames) * 1e6,
         "utterances": stats.utterances,
         "gc_max_ms": max(gc_pauses, default=0.0) * 1000,
@@ -390,7 +393,7 @@ def show(r: dict) -> None:
         )
         + f"mem={r['kb_per_call']:.0f} KB/call utterances={r['utterances']} "
         f"gc max={r['gc_max_ms']:.1f} ms total={r['gc_total_ms']:.0f} ms "
-        f"client send lateness p99={c['send_lateness_p99_ms']:.1f} ms "
+        f"client send lateness p99={c['send_lateness_p99_ms']:.1f} ms cpu={r['client_cpu'] * 100:.0f}% "
         f"{'PASS' if passes(r) else 'FAIL'}",
         flush=True,
     )
