@@ -59,12 +59,7 @@ class CallRecorder:
         writer: RecordingWriter | Any | None = None,
         start_sample: int = 0,
     ) -> None:
-        if not mono_path and not stereo_path:
-            raise ValueError("CallRecorder needs a mono_path, a stereo_path, or both")
-        if phase is None:
-            phase = 1.0 - random.random()  # (0, 1]
-        if not 0.0 < phase <= 1.0:
-            raise ValueError("phase must be in (0, 1]")
+        phase = check_recording(mono_path, stereo_path, phase)
         self.sample_rate = sample_rate
         self._writer = writer if writer is not None else shared_writer()
         self._files = self._writer.open(mono_path, stereo_path, sample_rate)
@@ -234,6 +229,17 @@ class CallRecorder:
             )
         elif self._files.error is not None:
             log.warning("recording %s: incomplete (%s)", self._files.name, self._files.error)
+
+
+def check_recording(mono_path: str | None, stereo_path: str | None, phase: float | None) -> float:
+    """A recording's arguments checked (ValueError); the first span's phase, random when None."""
+    if not mono_path and not stereo_path:
+        raise ValueError("a recording needs a mono_path, a stereo_path, or both")
+    if phase is None:
+        phase = 1.0 - random.random()  # (0, 1]
+    if not 0.0 < phase <= 1.0:
+        raise ValueError("phase must be in (0, 1]")
+    return phase
 
 
 def _place(buf: bytearray, w: int, base: int, start: int, pcm: bytes) -> tuple[int, int]:

@@ -31,7 +31,6 @@ import collections
 import itertools
 import logging
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from gevent.socket import wait_read, wait_write
 
 from esl_controller.media import recording_wire as wire
 from esl_controller.media.codecs import SAMPLE_WIDTH
-from esl_controller.media.recorder import CallRecorder
+from esl_controller.media.recorder import CallRecorder, check_recording
 from esl_controller.media.recording_writer import RecordingFiles, WavWriter
 
 log = logging.getLogger("esl_controller.media.recording_process")
@@ -310,12 +309,7 @@ class RecordingProcess:
     ) -> RemoteRecorder:
         """A call's recording (``CallRecorder``'s arguments): the files are created here (OSError
         when they cannot be) and recorded by the recording process."""
-        if not mono_path and not stereo_path:
-            raise ValueError("a recording needs a mono_path, a stereo_path, or both")
-        if phase is None:
-            phase = 1.0 - random.random()
-        if not 0.0 < phase <= 1.0:
-            raise ValueError("phase must be in (0, 1]")
+        phase = check_recording(mono_path, stereo_path, phase)
         if self.failed is not None:
             raise OSError(f"the recording process is not running: {self.failed}")
         created: list[str] = []
