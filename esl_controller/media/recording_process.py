@@ -27,6 +27,7 @@ Hub-only: every method runs on the gevent hub's thread (the call sessions' green
 
 from __future__ import annotations
 
+import _socket
 import collections
 import itertools
 import logging
@@ -39,7 +40,6 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.monkey import get_original
 from gevent.socket import wait_read, wait_write
 
 from esl_controller.media import recording_wire as wire
@@ -53,7 +53,8 @@ _IOV_MAX = 512  # buffers per sendmsg
 _RECV_SIZE = 65536
 _IDLE_WAIT = 5.0  # the reply and send greenlets re-check their flags this often
 CLOSE_TIMEOUT_SECONDS = 5.0
-_socketpair = get_original("socket", "socketpair")
+# the C sockets: no gevent wrapper around every sendmsg (they are waited on through the hub explicitly)
+_socketpair = _socket.socketpair
 
 
 class _Message:
@@ -63,7 +64,7 @@ class _Message:
 
     def __init__(self, buffers: list[Any], audio: int) -> None:
         self.buffers = buffers
-        self.size = sum(len(b) for b in buffers)
+        self.size = sum(map(len, buffers))
         self.audio = audio
         self.sent = 0
 
@@ -151,7 +152,7 @@ class RemoteRecorder:
 
     def _send_caller(self) -> None:
         batch, self._batch = self._batch, []
-        self._send(wire.CALLER, self._batch_at, batch, sum(len(b) for b in batch))
+        self._send(wire.CALLER, self._batch_at, batch, sum(map(len, batch)))
         if self._next > self._end:
             self._end = self._next
 
@@ -212,7 +213,7 @@ class RecordingProcess:
         self._queue: collections.deque[_Message] = collections.deque()
         self._backlog = 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._sender: gevent.Greenlet | None = None
         self._reader: gevent.Greenlet | None = None
         self._restarts: collections.deque[float] = collections.deque()
@@ -412,7 +413,7 @@ class RecordingProcess:
                     message.sent += sent
                     sent = 0
 
-    def _send_loop(self, sock: socket.socket) -> None:
+    def _send_loop(self, sock: _socket.socket) -> None:
         while self._queue and self._sock is sock:
             try:
                 wait_write(sock.fileno(), timeout=_IDLE_WAIT)
@@ -423,7 +424,7 @@ class RecordingProcess:
             self._send_queued()
 
     # ------------------------------------------------------------------ replies and restarts
-    def _read_replies(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+    def _read_replies(self, sock: _socket.socket, proc: subprocess.Popen[bytes]) -> None:
         reader = wire.MessageReader()
         while self._sock is sock:
             try:
