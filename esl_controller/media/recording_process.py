@@ -19,7 +19,8 @@ The wire format is ``media.recording_wire``.
   a crash of either process leaves playable files holding everything written so far.
 * **A recording process that dies** is started again (at most ``max_restarts`` times a minute). Every
   open recording is reopened by the new one and goes on where its files end; the audio lost with the
-  old one becomes silence. Waiters of ``sync``/``close`` are answered by the new one.
+  old one becomes silence, counted in the recording's ``writer_samples_dropped``. Waiters of
+  ``sync``/``close`` are answered by the new one.
 * Its CPU shows on another core; ``pid`` is there to measure it.
 
 Hub-only: every method runs on the gevent hub's thread (the call sessions' greenlets).
@@ -595,6 +596,9 @@ class _Recordings:
         self.recorders: dict[int, CallRecorder] = {}
         self.errors: dict[int, str] = {}
         self._ids: dict[int, int] = {}  # id(files) -> recording id, for write errors
+        # recordings reopened after a process died -> where their files ended: the hole up to the
+        # first audio that arrives is what was lost, counted as dropped
+        self.resumed: dict[int, int] = {}
         self.writer = _DirectWriter(self._write_failed)
 
     def handle(self, message: wire.Message) -> None:
@@ -603,6 +607,8 @@ class _Recordings:
         if kind == wire.CALLER or kind == wire.ASSISTANT:
             if rec is not None and not rec.closed:
                 add = rec.add_caller if kind == wire.CALLER else rec.add_assistant
+                if self.resumed:
+                    self._count_lost(ident, rec, message.a)
                 try:
                     add(message.payload1, message.a / 1e9)
                 except ValueError as exc:  # not from our hub: refuse the audio, keep the files
@@ -612,6 +618,7 @@ class _Recordings:
         elif kind == wire.SYNC:
             self.reply_counters(ident, message.a, rec)
         elif kind == wire.CLOSE:
+            self.resumed.pop(ident, None)
             if rec is not None:
                 if message.b > 0:
                     rec.extend_to(message.b / 1e9)
@@ -620,6 +627,13 @@ class _Recordings:
                 self._ids.pop(id(rec.files), None)
             self.reply_counters(ident, message.a, rec)
             self.errors.pop(ident, None)
+
+    def _count_lost(self, ident: int, rec: CallRecorder, at_ns: int) -> None:
+        resumed = self.resumed.pop(ident, None)
+        if resumed is not None:
+            lost = round(at_ns / 1e9 * rec.sample_rate) - resumed
+            if lost > 0:
+                rec.files.samples_dropped += lost
 
     def _open(self, message: wire.Message) -> None:
         ident = message.recording
@@ -645,6 +659,8 @@ class _Recordings:
             old.close()
         self.recorders[ident] = rec
         self._ids[id(rec.files)] = ident
+        if start:
+            self.resumed[ident] = start
 
     def _write_failed(self, files: RecordingFiles, exc: Exception) -> None:
         ident = self._ids.get(id(files), 0)

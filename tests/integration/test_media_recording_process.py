@@ -139,6 +139,7 @@ def test_a_process_that_dies_is_replaced_and_files_stay_aligned(
     assert mono_data[tail:] == everything[tail:]
     lost = mono_data[written:tail]
     assert lost == bytes(len(lost)) and everything[written:tail] != lost
+    assert rec.writer_samples_dropped * 2 == len(lost)  # and counted
 
 
 def test_a_stalled_writer_bounds_the_backlog_with_counted_silence(tmp_path, caller_frames):
