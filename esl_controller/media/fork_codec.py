@@ -175,28 +175,27 @@ class ForkStreamDecoder:
         return [ClientText(text=text)]
 
     def receive_binary(self, data: bytes) -> list[ForkEvent]:
-        self._seen_any = True
         if not data:
+            self._seen_any = True
             self.ended = True
             return [EndOfAudio()]
+        frame = self.whole_frame(data)
+        if frame is not None:
+            return [frame]
+        self._seen_any = True
         self.bytes_in += len(data)
-        chunker = self._chunker
-        if (
-            len(data) == chunker.frame_size
-            and type(data) is bytes
-            and not chunker.pending
-            and self.channels == 1
-        ):
-            index = self._frames  # the usual case: one whole frame, nothing held back
-            self._frames = index + 1
-            return [AudioFrame(index, index * self.frame_ms / 1000.0, data)]
-        return [self._frame(chunk) for chunk in chunker.push(data)]
+        return [self._frame(chunk) for chunk in self._chunker.push(data)]
 
     def whole_frame(self, data: bytes) -> AudioFrame | None:
-        """``data`` as the next frame when it is exactly one mono frame and nothing is held back (the
-        usual case); None otherwise (then ``receive_binary`` it)."""
+        """``data`` as the next frame when it is exactly one mono frame (immutable bytes) and nothing
+        is held back: the usual case, no copy. None otherwise (then ``receive_binary`` it)."""
         chunker = self._chunker
-        if len(data) != chunker.frame_size or chunker.pending or self.channels != 1:
+        if (
+            len(data) != chunker.frame_size
+            or type(data) is not bytes
+            or chunker.pending
+            or self.channels != 1
+        ):
             return None
         self._seen_any = True
         self.bytes_in += len(data)
