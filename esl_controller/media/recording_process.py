@@ -109,10 +109,6 @@ class RemoteRecorder:
         self._end = 0.0  # call time after the latest audio handed over (or dropped)
 
     @property
-    def files(self) -> RemoteRecorder:
-        return self
-
-    @property
     def committed_seconds(self) -> float:
         """Audio time in the files (as of the last ``sync``)."""
         return self._committed / float(self.sample_rate)
