@@ -181,21 +181,30 @@ class ForkMediaPort:
                     if t2:
                         texts.append(t2)
             audio = b"".join(parts)
-            stream = self._wait_fork()
-            self._waiting_bytes = max(0, self._waiting_bytes - len(audio))
-            if epoch != self._epoch:
-                continue
-            if stream is None:
-                self.counters["dropped_bytes"] += len(audio)
-                self._drain()
-                continue
             try:
-                stream.play_audio(audio, self.sample_rate, " ".join(texts) or None)
-            except Exception as exc:  # noqa: BLE001 - the fork went away: the speech is lost
-                log.info("call %s: playAudio not sent (%s)", self.session.call_id, exc)
-                self.counters["dropped_bytes"] += len(audio)
-                continue
-            self.counters["play_messages"] += 1
+                self._send_audio(epoch, audio, texts)
+            finally:
+                # only now, with the audio in the speaker (or dropped): while the message was being sent
+                # (a send that yields) ``playing()`` must stay true. A barge-in meanwhile reset the count.
+                if epoch == self._epoch:
+                    self._waiting_bytes = max(0, self._waiting_bytes - len(audio))
+
+    def _send_audio(self, epoch: int, audio: bytes, texts: list[str]) -> None:
+        stream = self._wait_fork()
+        if epoch != self._epoch:
+            return
+        if stream is None:
+            self.counters["dropped_bytes"] += len(audio)
+            self._drain()
+            return
+        try:
+            stream.play_audio(audio, self.sample_rate, " ".join(texts) or None)
+        except Exception as exc:  # noqa: BLE001 - the fork went away: the speech is lost
+            log.info("call %s: playAudio not sent (%s)", self.session.call_id, exc)
+            self.counters["dropped_bytes"] += len(audio)
+            return
+        self.counters["play_messages"] += 1
+        if epoch == self._epoch:  # not cut off by a barge-in while it was being sent
             self.speaker.enqueue(audio)
 
     def _heard(self, frame: bytes) -> None:

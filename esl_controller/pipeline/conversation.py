@@ -170,6 +170,9 @@ class Conversation:
         self.frames_dropped = 0
         self._current: _Turn | None = None
         self._greenlet: gevent.Greenlet | None = None
+        # a barge-in under way: stop_playback yields (killAudio, uuid_break), and meanwhile the turn must
+        # not take "not playing" for "played to the end" and commit the whole utterance
+        self._interrupting = False
         self._pending: deque[tuple[str, Any]] = deque()
         self._turn_seq = 0
         self._user_turns = 0
@@ -603,7 +606,11 @@ class Conversation:
 
     def _wait_played(self) -> None:
         deadline = time.monotonic() + self.timeouts.playback
-        while self.port.playing() and time.monotonic() < deadline and not self.stopped:
+        while (
+            (self._interrupting or self.port.playing())
+            and time.monotonic() < deadline
+            and not self.stopped
+        ):
             gevent.sleep(0.02)
 
     def _commit(self, turn: _Turn, text: str | None = None, end: float | None = None) -> None:
@@ -650,12 +657,16 @@ class Conversation:
 
     def _interrupt(self, reason: str) -> None:
         turn = self._current
+        self._interrupting = True
         try:
             played = float(self.port.stop_playback())
         except Exception:  # noqa: BLE001 - the port is the session's; never let it kill the caller's greenlet
             log.exception("call %s: stop_playback failed", self.call_id)
             played = 0.0
-        self._cancel()
+        try:
+            self._cancel()
+        finally:
+            self._interrupting = False
         if turn is None:
             return
         # the port counts from the start of its current utterance; earlier runs of this turn were heard whole

@@ -167,6 +167,43 @@ def test_barge_in_stops_playback_and_truncates_history(running):
     assert port.texts[-1] == "Sure Ann, for how many people?"
 
 
+class SlowBreakPort(RecordingPort):
+    """Like the FreeSWITCH port: stopping playback takes a round trip (killAudio, then uuid_break and its
+    reply), during which other greenlets run and nothing is playing any more."""
+
+    def stop_playback(self):
+        heard = super().stop_playback()
+        gevent.sleep(0.3)
+        return heard
+
+
+def test_barge_in_whose_stop_yields_still_truncates_history(running):
+    body = assistant(
+        firstMessageMode="assistant-speaks-first",
+        firstMessage=LONG_FIRST,
+        firstMessageInterruptionsEnabled=True,
+    )
+    port = SlowBreakPort(RATE, speed=1.0)
+    conv = Conversation(
+        body,
+        port,
+        overrides={"variableValues": {"name": "Ann", "restaurant": "Chez Test"}},
+        stt=FakeTranscriber(["I want a table"]),
+        llm=registry.build_model(body.get("model")),
+        tts=registry.build_synthesizer(body.get("voice")),
+    )
+    running(conv)
+    port.wait_played(lambda p: p.heard() >= 1.0)
+    say_into(conv, "Wait, I want a table.")
+    interrupted = port.wait_for("interrupted")
+    full = conv.history.render(LONG_FIRST)
+    assert len(interrupted["truncatedTo"]) < len(full) / 2
+    # the turn did not take "not playing" during the stop for "played to the end"
+    bots = [m for m in port.of("message") if m["role"] == "bot"]
+    assert bots[0]["message"] == interrupted["truncatedTo"]
+    assert conv.history.openai_messages()[1]["content"] == interrupted["truncatedTo"]
+
+
 def test_first_message_not_interruptible_by_default(running):
     body = assistant(
         firstMessageMode="assistant-speaks-first", firstMessage="Hello {{name}}, welcome."

@@ -1,0 +1,69 @@
+"""ForkMediaPort: ``playing()`` covers the whole way from ``play`` to the caller's ear, including a
+``playAudio`` send that yields (a large message on a busy socket)."""
+
+import time
+
+import gevent
+from gevent.event import Event
+
+from esl_controller.calls.media import ForkMediaPort
+
+RATE = 16000
+
+
+class SlowStream:
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.killed = 0
+
+    def play_audio(self, pcm, sample_rate=None, text=None):
+        gevent.sleep(0.2)  # the socket takes the message in pieces
+        self.sent.append(len(pcm))
+
+    def kill_audio(self):
+        self.killed += 1
+
+
+class Session:
+    call_id = "port-test"
+
+    def __init__(self) -> None:
+        self.fork_stream = SlowStream()
+        self.done = Event()
+        self.api: list[str] = []
+
+    def channel_api(self, build, what):
+        self.api.append(what)
+        return True
+
+
+def test_playing_stays_true_while_play_audio_is_being_sent():
+    session = Session()
+    port = ForkMediaPort(session, RATE, clock=time.monotonic)
+    try:
+        port.play(b"\x00\x10" * RATE)  # one second
+        seen = []
+        started = time.monotonic()
+        while time.monotonic() - started < 0.5:
+            seen.append(port.playing())
+            gevent.sleep(0.01)
+        assert session.fork_stream.sent == [2 * RATE]
+        assert all(seen), "playing() went false while the audio was still on its way"
+    finally:
+        port.close()
+
+
+def test_barge_in_during_the_send_drops_the_audio():
+    session = Session()
+    port = ForkMediaPort(session, RATE, clock=time.monotonic)
+    try:
+        port.play(b"\x00\x10" * RATE)
+        gevent.sleep(0.05)  # the send is under way
+        assert port.stop_playback() == 0.0
+        gevent.sleep(0.3)
+        assert not port.playing()  # the audio sent meanwhile was cut off: not in the speaker
+        assert session.api == ["break"] and session.fork_stream.killed == 1
+        port.play(b"\x00\x10" * (RATE // 5))  # the next utterance is counted afresh
+        assert port.playing()
+    finally:
+        port.close()
