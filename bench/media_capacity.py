@@ -19,9 +19,19 @@ lateness (a 10 ms timer's overshoot), server CPU per frame (and the kernel's sha
 RSS growth per call. The largest N with p99 lateness < 20 ms, hub lateness p99 < 20 ms and no drops
 is the headline.
 
+``--pipeline`` runs, per stream, the call session's real per-frame path instead of the stand-in above:
+the objects ``calls.pipeline_factory.PipelineFactory`` builds for a fork call (a ``ForkMediaPort`` on a
+minimal stand-in session, a ``Conversation`` with the scripted model, a ``ListenHub`` without
+listeners, the recorder, a ``MediaPipeline``), each frame handed to ``MediaPipeline.feed`` as
+``CallSession._on_fork_frame`` does. No database and no ESL: the STT returns a fixed text at once and
+the voice is a cached 0.5 s tone, so what is measured is the hub's media path (VAD, turn-taking, the
+playAudio replies over the fork socket, the paced virtual speaker, recording of both tracks), not the
+providers. ``utterances`` then counts the pipeline's final user transcripts.
+
     .venv/bin/python bench/media_capacity.py --quick     # < 1 minute
     .venv/bin/python bench/media_capacity.py             # 100 .. 1000 streams, 10 s windows
     .venv/bin/python bench/media_capacity.py --no-record # without the recording
+    .venv/bin/python bench/media_capacity.py --pipeline --steps 100,200 --window 3
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 RATE = 16000
 FRAME = 640  # 20 ms at 16 kHz
@@ -180,6 +192,74 @@ def client_main(port: int, n: int, seconds: float) -> int:
 
 # ------------------------------------------------------------------------------------ server
 
+#: ``--pipeline``: the assistant of every stream. It waits for the caller, so each endpointed utterance
+#: of the looping speech gets a reply; the fixed transcript matches the rule.
+PIPELINE_TRANSCRIPT = "I would like to book a table for two people tonight."
+PIPELINE_ASSISTANT = {
+    "firstMessageMode": "assistant-waits-for-user",
+    "model": {
+        "provider": "custom-llm",
+        "model": "scripted",
+        "url": "scripted://",
+        "messages": [{"role": "system", "content": "You take bookings."}],
+        "rules": [{"keywords": ["table"], "reply": "Sure, for how many people?"}],
+    },
+}
+
+
+class BenchSession:
+    """What ``ForkMediaPort`` uses of a ``CallSession``, without a database or ESL: the fork stream, a
+    ``done`` event, channel commands that succeed at once and the pipeline's notices."""
+
+    def __init__(self, call_id: str, fork_stream: Any, on_notice: Callable[[Any], None]) -> None:
+        from gevent.event import Event
+
+        self.call_id = call_id
+        self.fork_stream = fork_stream
+        self.done = Event()
+        self.on_notice = on_notice
+
+    def channel_api(self, build: Any, what: str) -> bool:
+        return True
+
+    def notify(self, notice: Any) -> None:
+        self.on_notice(notice)
+
+
+def build_pipeline(stream: Any, recorder: Any, hub: Any, on_notice: Callable[[Any], None]) -> Any:
+    """The ``MediaPipeline`` of one fork stream, made as ``PipelineFactory.__call__`` makes it for a
+    fork call (the providers aside: a fixed transcript at once, the scripted model, a cached tone)."""
+    from esl_controller.calls.media import ForkMediaPort, MediaPipeline
+    from esl_controller.calls.pipeline_factory import FORK_RATE
+    from esl_controller.pipeline.assistant import AssistantConfig
+    from esl_controller.pipeline.conversation import Conversation
+    from esl_controller.pipeline.providers import registry
+    from esl_controller.pipeline.providers.testing import FakeSynthesizer, FakeTranscriber
+
+    t0 = time.monotonic()
+
+    def clock() -> float:
+        return time.monotonic() - t0
+
+    session = BenchSession(stream.call_id, stream, on_notice)
+    port = ForkMediaPort(session, FORK_RATE, clock=clock)
+    config = AssistantConfig.from_dict(PIPELINE_ASSISTANT, None)
+    conversation = Conversation(
+        config,
+        port,
+        stt=FakeTranscriber(default=PIPELINE_TRANSCRIPT),
+        llm=registry.build_model(config.model),
+        # 5 words x 0.1 s: a 0.5 s reply, as the stand-in's; the tone is cached, so no synthesis
+        tts=FakeSynthesizer(seconds_per_word=0.1),
+        call_id=stream.call_id,
+        clock=clock,
+    )
+    pipeline = MediaPipeline(
+        conversation, port, call_id=stream.call_id, clock=clock, recorder=recorder, hub=hub
+    )
+    port.on_assistant = pipeline.add_assistant
+    return pipeline
+
 
 class Stats:
     def __init__(self) -> None:
@@ -187,6 +267,11 @@ class Stats:
         self.handling: list[float] = []
         self.frames = 0
         self.utterances = 0
+        #: ``--pipeline``: over the whole step (not only the window)
+        self.transcripts = 0
+        self.replies = 0
+        self.pipeline_errors = 0
+        self.play_messages = 0
 
     def reset(self) -> None:
         self.handling = []
@@ -204,6 +289,7 @@ def run_step(
     inline: bool = False,
     read_interval: float = 0.005,
     writer_kind: str = "process",
+    pipeline: bool = False,
 ) -> dict:
     import gevent
 
@@ -220,8 +306,32 @@ def run_step(
         if writer_kind == "process":
             writer.start()
     reply = b"\x10\x00" * (RATE // 2)  # stand-in TTS audio, 0.5 s
+    hub = None
+    if pipeline:
+        from esl_controller.media.listen import ListenHub
+
+        hub = ListenHub()  # the process's live-listen hub, no listeners
+    sinks: list = []  # one greenlet per stream's on_stream: joined before the writer stops
+
+    def on_notice(notice: Any) -> None:
+        data = notice.data or {}
+        if (
+            notice.kind == "transcript"
+            and data.get("role") == "user"
+            and data.get("transcriptType") == "final"
+        ):
+            stats.transcripts += 1
+            if stats.measuring:
+                stats.utterances += 1
+        elif notice.kind == "turn-timing":
+            stats.replies += 1
+        elif notice.kind == "error":
+            stats.pipeline_errors += 1
 
     def on_stream(stream) -> None:
+        sinks.append(gevent.getcurrent())
+        if pipeline:
+            return on_pipeline_stream(stream)
         vad = VoiceActivityDetector(stream.sample_rate) if vad_on else None
         rec = None
         if record_dir:
@@ -266,6 +376,39 @@ def run_step(
         finally:
             if rec:
                 rec.close()
+
+    def on_pipeline_stream(stream) -> None:
+        rec = None
+        if record_dir:
+            base = os.path.join(record_dir, stream.call_id)
+            if writer_kind == "process":
+                rec = writer.recorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
+            else:
+                rec = CallRecorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
+        pipe = build_pipeline(stream, rec, hub, on_notice)  # closes rec when stopped
+        pipe.start()
+        feed = pipe.feed
+        best = [float("inf")]
+
+        def handle(frame) -> None:
+            feed(frame.caller, frame.timestamp)  # CallSession._on_fork_frame
+            now = time.monotonic()
+            d = now - frame.timestamp
+            if d < best[0]:
+                best[0] = d
+            if stats.measuring:
+                stats.handling.append(d - best[0])
+                stats.frames += 1
+
+        try:
+            if inline:  # as CallSession does: inline, then what was queued before the handler
+                stream.set_frame_handler(handle)
+            for frame in stream.frames(poll=1.0):
+                handle(frame)
+        finally:
+            pipe.port.session.done.set()
+            pipe.stop()
+            stats.play_messages += pipe.port.counters["play_messages"]
 
     lateness: list[float] = []
     stop_probe = [False]
@@ -324,6 +467,7 @@ def run_step(
     stop_probe[0] = True
     gc.callbacks.remove(on_gc)
     server.stop(timeout=5)
+    gevent.joinall(sinks, timeout=15)  # every stream's recording closed before the writer stops
     if writer_kind == "process" and writer is not None:
         writer.stop(timeout=10)
     expected = n * window / TICK
@@ -350,6 +494,12 @@ def run_step(
         "client_cpu": (client1 - client0) / wall,
         "writer_us_per_frame": writer_cpu / max(1, stats.frames) * 1e6,
         "utterances": stats.utterances,
+        "handler_errors": sum(s.handler_errors for s in streams),
+        "pipeline": pipeline,
+        "transcripts": stats.transcripts,
+        "replies": stats.replies,
+        "play_messages": stats.play_messages,
+        "pipeline_errors": stats.pipeline_errors,
         "gc_max_ms": max(gc_pauses, default=0.0) * 1000,
         "gc_total_ms": sum(gc_pauses) * 1000,
         "client": client,
@@ -392,7 +542,13 @@ def show(r: dict) -> None:
             else ""
         )
         + f"mem={r['kb_per_call']:.0f} KB/call utterances={r['utterances']} "
-        f"gc max={r['gc_max_ms']:.1f} ms total={r['gc_total_ms']:.0f} ms "
+        + (
+            f"(step: transcripts={r['transcripts']} replies={r['replies']} "
+            f"playAudio={r['play_messages']} errors={r['pipeline_errors'] + r['handler_errors']}) "
+            if r["pipeline"]
+            else ""
+        )
+        + f"gc max={r['gc_max_ms']:.1f} ms total={r['gc_total_ms']:.0f} ms "
         f"client send lateness p99={c['send_lateness_p99_ms']:.1f} ms cpu={r['client_cpu'] * 100:.0f}% "
         f"{'PASS' if passes(r) else 'FAIL'}",
         flush=True,
@@ -416,6 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-vad", action="store_true", help="skip the VAD")
     parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="run the call session's real per-frame path per stream (MediaPipeline: recorder, "
+        "listen hub, Conversation with VAD and turn-taking; fixed-text STT, scripted model, "
+        "cached-tone voice) instead of the bench's VAD + recorder stand-in",
+    )
+    parser.add_argument(
         "--writer",
         choices=("process", "thread"),
         default="process",
@@ -432,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         "--client", nargs=3, metavar=("PORT", "N", "SECONDS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+    if args.pipeline and args.no_vad:
+        parser.error("--pipeline has the conversation's own VAD: --no-vad does not apply")
     if args.client:
         return client_main(int(args.client[0]), int(args.client[1]), float(args.client[2]))
 
@@ -450,12 +615,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         steps = [int(s) for s in args.steps.split(",")]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; 16 kHz mono, 20 ms frames;")
-    print(
-        "per call: fork WebSocket (wsproto handshake, lean data frames, one batch reader)"
-        f"{'' if args.no_vad else ' + webrtcvad'}"
-        f"{'' if args.no_record else f' + mono & stereo WAV (writer {args.writer})'}; STT stubbed; "
-        f"frames {'queued' if args.queue else 'inline'}"
-    )
+    recording = "" if args.no_record else f" + mono & stereo WAV (writer {args.writer})"
+    if args.pipeline:
+        print(
+            "per call: fork WebSocket (wsproto handshake, lean data frames, one batch reader) + "
+            "session pipeline (MediaPipeline.feed: recorder, listen hub without listeners, "
+            "Conversation with webrtcvad and turn-taking; STT a fixed text at once, scripted model, "
+            f"0.5 s cached-tone replies as playAudio over the fork){recording}; "
+            f"frames {'queued' if args.queue else 'inline'}"
+        )
+    else:
+        print(
+            "per call: fork WebSocket (wsproto handshake, lean data frames, one batch reader)"
+            f"{'' if args.no_vad else ' + webrtcvad'}{recording}; STT stubbed; "
+            f"frames {'queued' if args.queue else 'inline'}"
+        )
+    if args.pipeline:  # imported before the baseline, so memory per call is the calls' own
+        import esl_controller.calls.media  # noqa: F401
+        import esl_controller.calls.pipeline_factory  # noqa: F401
+        import esl_controller.pipeline.conversation  # noqa: F401
+        import esl_controller.pipeline.providers.llm.scripted  # noqa: F401
     baseline = rss_kb()
     best: dict | None = None
     with tempfile.TemporaryDirectory(prefix="media-capacity-", dir=args.record_dir) as tmp:
@@ -473,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                 inline=not args.queue,
                 read_interval=args.read_interval / 1000.0,
                 writer_kind=args.writer,
+                pipeline=args.pipeline,
             )
             show(r)
             for name in os.listdir(step_dir) if step_dir else ():
@@ -484,7 +664,13 @@ def main(argv: list[str] | None = None) -> int:
         print("media_capacity: no step passed (p99 frame handling < 20 ms, no drops)")
         return 1
     work = " + ".join(
-        name for name, on in (("VAD", not args.no_vad), ("recording", not args.no_record)) if on
+        name
+        for name, on in (
+            ("the session pipeline", args.pipeline),
+            ("VAD", not args.no_vad and not args.pipeline),
+            ("recording", not args.no_record),
+        )
+        if on
     )
     print(
         f"media_capacity: {best['n']} concurrent 16 kHz fork streams on one hub (one core) with "
