@@ -1,0 +1,56 @@
+"""bench/media_capacity.py ``--pipeline``: a few fork streams through the call session's real
+MediaPipeline (ForkMediaPort, Conversation, recorder, listen hub) over real sockets, for a few
+seconds. Checks that the frames reached the pipeline, that it endpointed the looping speech and
+replied over the fork, and that both recordings of every stream were written, the assistant's
+replies on the stereo file's right channel. No timing is asserted (speed is the bench's business)."""
+
+import importlib.util
+import os
+import struct
+import wave
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "media_capacity.py"
+N = 4
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_media_capacity", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def right_channel_peak(path: Path) -> int:
+    with wave.open(str(path), "rb") as w:
+        assert w.getnchannels() == 2
+        data = w.readframes(w.getnframes())
+    samples = struct.unpack(f"<{len(data) // 2}h", data)
+    return max((abs(s) for s in samples[1::2]), default=0)
+
+
+def test_pipeline_mode_runs_the_session_pipeline_per_stream(tmp_path):
+    bench = load_bench()
+    r = bench.run_step(N, 1.0, 4.0, str(tmp_path), bench.rss_kb(), inline=True, pipeline=True)
+
+    assert r["pipeline"] is True
+    assert r["streams"] == N
+    assert r["client"]["connected"] == N and r["client"]["failures"] == 0
+    assert r["frames_handled"] > 0
+    assert r["handler_errors"] == 0 and r["pipeline_errors"] == 0
+    # the conversation endpointed the caller's speech, transcribed it and answered over the fork
+    assert r["transcripts"] >= 1
+    assert r["replies"] >= 1
+    assert r["play_messages"] >= 1
+    assert r["client"]["messages_received"] >= 1
+
+    names = sorted(os.listdir(tmp_path))
+    assert names == sorted(
+        f"bench-{i}{suffix}" for i in range(N) for suffix in (".wav", "-stereo.wav")
+    )
+    for name in names:
+        with wave.open(str(tmp_path / name), "rb") as w:
+            assert w.getnframes() > 0, name
+    # the replies went through the port's virtual speaker into the recording (port.on_assistant)
+    peaks = [right_channel_peak(tmp_path / f"bench-{i}-stereo.wav") for i in range(N)]
+    assert max(peaks) > 1000, peaks
