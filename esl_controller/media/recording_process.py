@@ -76,8 +76,8 @@ class RemoteRecorder:
 
     __slots__ = (
         "sample_rate", "name", "request", "id", "closed", "error", "late_samples_dropped",
-        "_owner", "_batch", "_batch_at", "_next", "_step", "_batch_frames", "_hub_dropped",
-        "_remote_dropped", "_committed", "_end",
+        "_owner", "_batch", "_batch_at", "_next", "_abatch", "_abatch_at", "_anext", "_step",
+        "_batch_frames", "_hub_dropped", "_remote_dropped", "_committed", "_end",
     )  # fmt: skip
 
     def __init__(
@@ -101,6 +101,9 @@ class RemoteRecorder:
         self._batch: list[bytes] = []
         self._batch_at = 0.0
         self._next = 0.0  # call time right after the batch's last frame
+        self._abatch: list[bytes] = []  # the same for the assistant's audio, as it is played
+        self._abatch_at = 0.0
+        self._anext = 0.0
         self._step = 1.0 / (SAMPLE_WIDTH * sample_rate)  # seconds per byte of L16
         self._batch_frames = batch_frames
         self._hub_dropped = 0
@@ -138,29 +141,54 @@ class RemoteRecorder:
         self._next = at + len(pcm) * self._step
 
     def add_assistant(self, pcm: bytes, at: float) -> None:
-        """Assistant audio (mono L16) as played, starting at call time ``at`` seconds."""
+        """Assistant audio (mono L16) as played, starting at call time ``at`` seconds. Batched like the
+        caller's (a speaker hands it over a 20 ms frame at a time); the recording holds back a second
+        before it commits, so a batch is never late."""
+        batch = self._abatch
+        if batch and -0.5 < (at - self._anext) * self.sample_rate < 0.5:
+            batch.append(pcm)
+            self._anext += len(pcm) * self._step
+            if len(batch) >= self._batch_frames:
+                self._send_assistant()
+            return
         if self.closed:
             raise ValueError("recorder is closed")
         if len(pcm) % SAMPLE_WIDTH:
             raise ValueError("PCM length must be a whole number of samples")
-        if pcm:
-            self._send(wire.ASSISTANT, at, [pcm], len(pcm))
-            self._end = max(self._end, at + len(pcm) * self._step)
+        if not pcm:
+            return
+        if batch:
+            self._send_assistant()
+        self._abatch = [pcm]
+        self._abatch_at = at
+        self._anext = at + len(pcm) * self._step
 
     def _send_caller(self) -> None:
         batch, self._batch = self._batch, []
         self._send(wire.CALLER, self._batch_at, batch, sum(map(len, batch)))
         if self._next > self._end:
             self._end = self._next
+        if (
+            self._abatch
+        ):  # the assistant's goes along: a short utterance's end never waits for the next
+            self._send_assistant()
+
+    def _send_assistant(self) -> None:
+        batch, self._abatch = self._abatch, []
+        self._send(wire.ASSISTANT, self._abatch_at, batch, sum(map(len, batch)))
+        if self._anext > self._end:
+            self._end = self._anext
 
     def _send(self, kind: int, at: float, chunks: list[bytes], size: int) -> None:
         if not self._owner.submit(self, kind, round(at * 1e9), chunks, size):
             self._hub_dropped += size // SAMPLE_WIDTH
 
     def flush(self) -> None:
-        """Hand over the caller frames held back for the next batch."""
+        """Hand over the frames held back for the next batches."""
         if self._batch:
             self._send_caller()
+        if self._abatch:
+            self._send_assistant()
 
     def sync(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> bool:
         """Wait until everything handed over so far is placed (and what is committed, written).

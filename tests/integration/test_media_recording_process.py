@@ -86,6 +86,31 @@ def test_same_files_as_a_recorder_on_the_hub(tmp_path, recording_process, caller
     assert not any(right[:reply_at])
 
 
+def test_a_short_assistant_utterance_is_not_held_back_until_late(
+    tmp_path, recording_process, caller_frames
+):
+    """Assistant frames are batched on the hub; a batch shorter than a full one goes along with the
+    caller's next, so three frames said early are in the file, not dropped as late at the close."""
+    mono, stereo = tmp_path / "m.wav", tmp_path / "s.wav"
+    rec = recording_process.recorder(RATE, str(mono), str(stereo), phase=0.5)
+    beep = b"\x00\x20" * int(RATE * FRAME_SECONDS)
+    for i, frame in enumerate(caller_frames[:200]):  # 4 s of caller audio
+        at = i * FRAME_SECONDS
+        rec.add_caller(frame, at)
+        if 5 <= i < 8:
+            rec.add_assistant(beep, at)
+        if i % 10 == 0:
+            gevent.sleep(0)
+    rec.close(timeout=10)
+    assert rec.late_samples_dropped == 0 and rec.error is None
+    channels, _, data = read_wav(stereo)
+    right = data[3::4]  # the high byte of each right-channel sample
+    start = 5 * int(RATE * FRAME_SECONDS)
+    assert channels == 2
+    assert set(right[start : start + 3 * int(RATE * FRAME_SECONDS)]) == {0x20}
+    assert set(right[: start - 1]) == {0} and set(right[start + 3 * 320 :]) == {0}
+
+
 def test_files_are_valid_while_recording_and_sync_waits(tmp_path, recording_process, caller_frames):
     mono = tmp_path / "m.wav"
     rec = recording_process.recorder(
