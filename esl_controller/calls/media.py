@@ -41,6 +41,10 @@ PLAY_AUDIO = "mod_audio_fork::play_audio"
 MAX_WAITING_SECONDS = 60.0
 #: how long speech may wait for the fork to connect
 FORK_WAIT_SECONDS = 10.0
+#: the virtual speaker's frames per wake-up: up to 100 ms ahead, a wake-up per 100 ms instead of per 20 ms
+SPEAKER_BURST_FRAMES = 5
+#: assistant frames kept for the live listeners between caller frames (a second)
+HEARD_FRAMES_KEPT = 50
 _TOKEN_SECRET = os.urandom(32)
 
 
@@ -74,7 +78,18 @@ class ForkMediaPort:
         self.sample_rate = sample_rate
         self.clock = clock
         self.on_assistant = on_assistant
-        self.speaker = Playout(sample_rate, self._heard, name=session.call_id)
+        # a virtual speaker (FreeSWITCH plays the audio): five frames a wake-up, each frame told with the
+        # call time it is heard; the one frame of lead keeps a frame in flight at every wake-up, so a
+        # wake-up a little late never reads as a gap in the speech
+        self.speaker = Playout(
+            sample_rate,
+            None,
+            lead_frames=1,
+            burst_frames=SPEAKER_BURST_FRAMES,
+            clock=clock,
+            on_heard=self._heard,
+            name=session.call_id,
+        )
         self._out: Queue = Queue()
         self._waiting_bytes = 0
         self._max_waiting = int(MAX_WAITING_SECONDS * sample_rate * 2)
@@ -82,7 +97,8 @@ class ForkMediaPort:
         self._played_files: deque[str] = deque(maxlen=256)
         self._closed = False
         self._epoch = 0  # bumped by stop_playback: audio of an older epoch is dropped
-        self.last_assistant_frame: bytes | None = None
+        #: assistant frames heard, oldest first, for the live listeners (one taken per caller frame)
+        self.heard_frames: deque[bytes] = deque(maxlen=HEARD_FRAMES_KEPT)
         #: a ``media.background.BackgroundMixer`` mixed under every chunk of speech (backgroundSound)
         self.background: Any = None
         self.counters = {"play_messages": 0, "dropped_bytes": 0, "broadcasts": 0, "breaks": 0}
@@ -207,10 +223,10 @@ class ForkMediaPort:
         if epoch == self._epoch:  # not cut off by a barge-in while it was being sent
             self.speaker.enqueue(audio)
 
-    def _heard(self, frame: bytes) -> None:
-        self.last_assistant_frame = frame
+    def _heard(self, frame: bytes, at: float) -> None:
+        self.heard_frames.append(frame)
         if self.on_assistant is not None:
-            self.on_assistant(frame, self.clock())
+            self.on_assistant(frame, at)
 
 
 def on_play_audio_event(registry: Any, event: Any) -> None:
@@ -264,9 +280,8 @@ class MediaPipeline:
                 log.exception("call %s: recording caller audio failed", self.call_id)
                 self.recorder = None
         if self.hub is not None:
-            assistant = getattr(self.port, "last_assistant_frame", None)
-            if assistant is not None:
-                self.port.last_assistant_frame = None
+            heard = getattr(self.port, "heard_frames", None)
+            assistant = heard.popleft() if heard else None
             self.hub.publish(self.call_id, caller_pcm16, assistant, self.rate)
         self.conversation.feed(caller_pcm16, at)
 

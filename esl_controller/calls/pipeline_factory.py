@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from esl_controller.calls.media import (
+    HEARD_FRAMES_KEPT,
     PLAY_AUDIO,
     ForkMediaPort,
     MediaPipeline,
@@ -448,17 +450,19 @@ def _socket_item(session: Any, item: Any) -> None:
 
 
 def _tap_web_port(port: Any, pipeline: MediaPipeline) -> None:
-    """Web calls: what the client is sent also goes to the recording and the listeners."""
+    """Web calls: what the client is sent also goes to the recording (at the call time the client hears
+    it) and the listeners."""
     playout = port.playout
-    send = playout._send
     clock = pipeline.clock
+    port.heard_frames = deque(maxlen=HEARD_FRAMES_KEPT)
 
-    def tapped(frame: bytes) -> None:
-        send(frame)
-        port.last_assistant_frame = frame
-        pipeline.add_assistant(frame, clock())
+    def heard(frame: bytes, at: float) -> None:
+        port.heard_frames.append(frame)
+        pipeline.add_assistant(
+            frame, at + (clock() - time.monotonic())
+        )  # playout time -> call time
 
-    playout._send = tapped
+    playout.on_heard = heard
 
 
 def _artifacts(

@@ -3,7 +3,9 @@
 Speech is queued with :meth:`Playout.enqueue` (any size; cut into whole frames, the last partial frame padded
 with silence once nothing follows it). The pacer sends frame *k* of an utterance at ``t0 + k·20 ms − lead``,
 keeping ``lead_frames`` in flight so the far end's jitter buffer never runs dry, and ``send`` is called from the
-pacer greenlet only. Audio queued while earlier audio is still being heard continues the same timeline (no gap);
+pacer greenlet only. ``burst_frames`` > 1 sends that many frames per wake-up (the later ones early, like a longer
+lead): fewer wake-ups where pacing need not be fine. ``on_heard(frame, at)``, if given, is told of every frame sent
+with the time (on ``clock``) the far end hears it: exact, whatever the lead or the burst. Audio queued while earlier audio is still being heard continues the same timeline (no gap);
 an utterance ends when its last frame has been heard. :meth:`stop` (barge-in) drops everything queued at once and
 returns the seconds of the current utterance the far end has heard. The queue is bounded (``max_seconds``):
 audio past it is dropped and counted, never buffered without limit.
@@ -28,20 +30,26 @@ class Playout:
     def __init__(
         self,
         sample_rate: int,
-        send: Callable[[bytes], None],
+        send: Callable[[bytes], None] | None,
         *,
         frame_ms: int = FRAME_MS,
         lead_frames: int = 3,
+        burst_frames: int = 1,
         max_seconds: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        on_heard: Callable[[bytes, float], None] | None = None,
         name: str = "",
     ) -> None:
+        if burst_frames < 1:
+            raise ValueError("burst_frames must be >= 1")
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self._frame_s = frame_ms / 1000.0
         self._send = send
         self._clock = clock
         self.lead = lead_frames * self._frame_s
+        self.burst_frames = burst_frames
+        self.on_heard = on_heard
         self.name = name
         self._chunker = FrameChunker(sample_rate, frame_ms)
         self._frames: deque[bytes] = deque()
@@ -104,8 +112,10 @@ class Playout:
     # ------------------------------------------------------------------ pacer
 
     def _run(self) -> None:
+        burst = 0  # frames sent since the last wake-up
         while not self._closed:
             if not self._frames:
+                burst = 0
                 rest = self._chunker.flush(pad=True)
                 if rest is not None:
                     self._frames.append(rest)
@@ -128,13 +138,17 @@ class Playout:
                     self._sent = 0
                 else:
                     self._t0 = now - self._sent * self._frame_s
-            due = self._t0 + self._sent * self._frame_s - self.lead
-            if due > now:
+            heard_at = self._t0 + self._sent * self._frame_s
+            due = heard_at - self.lead
+            if due > now and not 0 < burst < self.burst_frames:
+                burst = 0
                 gevent.sleep(due - now)
                 continue  # state may have changed (stop) while sleeping
             frame = self._frames.popleft()
+            burst += 1
             try:
-                self._send(frame)
+                if self._send is not None:
+                    self._send(frame)
             except Exception as exc:  # noqa: BLE001 - a dead transport ends the pacer, never the call
                 self.errors += 1
                 if isinstance(exc, OSError) or type(exc).__name__.endswith("Closed"):
@@ -146,6 +160,12 @@ class Playout:
                 return
             self._sent += 1
             self.frames_sent += 1
+            if self.on_heard is not None:
+                try:
+                    self.on_heard(frame, heard_at)
+                except Exception:  # noqa: BLE001 - recording or listening trouble never stops the audio
+                    self.errors += 1
+                    log.exception("playout %s: on_heard failed", self.name)
 
     def _end_time(self) -> float | None:
         return None if self._t0 is None else self._t0 + self._sent * self._frame_s

@@ -72,3 +72,43 @@ def test_send_failure_stops_the_pacer():
     p.enqueue(speech("Yes, seven thirty works for me.", RATE))
     assert p._greenlet.join(timeout=5) is None and p._greenlet.dead
     assert p.errors == 1 and len(calls) == 1 and not p.playing()
+
+
+def test_burst_sends_several_frames_per_wake_up_and_on_heard_gets_exact_times():
+    pcm = speech("Thank you very much, goodbye.", RATE)
+    heard = []
+    sent = []
+    p = Playout(
+        RATE,
+        sent.append,
+        lead_frames=1,
+        burst_frames=5,
+        on_heard=lambda f, at: heard.append((f, at)),
+    )
+    p.enqueue(pcm)
+    gevent.sleep(0)  # the pacer's first run: frame 0 is due (a frame's lead), four more go with it
+    assert len(sent) == 5
+    assert p.playing() and p.heard_seconds() < 0.1  # sent early is not heard early
+    assert p.stop() < 0.1
+    p.enqueue(pcm[: 20 * FRAME])
+    done = Event()
+    p.on_heard = lambda f, at: (heard.append((f, at)), len(heard) >= 25 and done.set())
+    assert done.wait(timeout=5)
+    frames = [f for f, _ in heard]
+    assert frames[5:] == [pcm[i : i + FRAME] for i in range(0, 20 * FRAME, FRAME)]
+    times = [at for _, at in heard[5:]]
+    steps = [round(b - a, 9) for a, b in zip(times, times[1:], strict=False)]
+    # each frame at its place on the utterance's timeline, not at the time it was sent (up to 100 ms
+    # earlier, five at once); only a pacer stalled past its one frame of lead would shift the timeline
+    assert min(steps) == 0.02 and steps.count(0.02) >= len(steps) - 2
+    assert times[0] >= heard[4][1]  # the new utterance starts after the cut one
+    p.close()
+
+
+def test_default_sends_one_frame_per_wake_up_after_the_lead():
+    sent = []
+    p = Playout(RATE, sent.append)
+    p.enqueue(b"\x01\x00" * RATE)
+    gevent.sleep(0)
+    assert len(sent) == 4  # frame 0 and the three of the lead
+    p.close()
