@@ -26,8 +26,9 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(VENV)/bin/esl-controller serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
+# two pytest processes over halves of the test files (tests/parallel.py); ESL_TEST_JOBS=1 for one
 test: install-dev
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) tests/parallel.py -q $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
