@@ -458,9 +458,8 @@ def _tap_web_port(port: Any, pipeline: MediaPipeline) -> None:
 
     def heard(frame: bytes, at: float) -> None:
         port.heard_frames.append(frame)
-        pipeline.add_assistant(
-            frame, at + (clock() - time.monotonic())
-        )  # playout time -> call time
+        to_call_time = clock() - time.monotonic()  # the playout's clock is time.monotonic
+        pipeline.add_assistant(frame, at + to_call_time)
 
     playout.on_heard = heard
 

@@ -5,10 +5,11 @@ with silence once nothing follows it). The pacer sends frame *k* of an utterance
 keeping ``lead_frames`` in flight so the far end's jitter buffer never runs dry, and ``send`` is called from the
 pacer greenlet only. ``burst_frames`` > 1 sends that many frames per wake-up (the later ones early, like a longer
 lead): fewer wake-ups where pacing need not be fine. ``on_heard(frame, at)``, if given, is told of every frame sent
-with the time (on ``clock``) the far end hears it: exact, whatever the lead or the burst. Audio queued while earlier audio is still being heard continues the same timeline (no gap);
-an utterance ends when its last frame has been heard. :meth:`stop` (barge-in) drops everything queued at once and
-returns the seconds of the current utterance the far end has heard. The queue is bounded (``max_seconds``):
-audio past it is dropped and counted, never buffered without limit.
+with the time (on ``clock``) the far end hears it: exact, whatever the lead or the burst. Audio queued while
+earlier audio is still being heard continues the same timeline (no gap); an utterance ends when its last frame
+has been heard. :meth:`stop` (barge-in) drops everything queued at once and returns the seconds of the current
+utterance the far end has heard. The queue is bounded (``max_seconds``): audio past it is dropped and counted,
+never buffered without limit.
 """
 
 from __future__ import annotations
