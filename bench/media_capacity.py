@@ -328,18 +328,20 @@ def run_step(
         elif notice.kind == "error":
             stats.pipeline_errors += 1
 
+    def make_recorder(stream):
+        if not record_dir:
+            return None
+        base = os.path.join(record_dir, stream.call_id)
+        if writer_kind == "process":
+            return writer.recorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
+        return CallRecorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
+
     def on_stream(stream) -> None:
         sinks.append(gevent.getcurrent())
         if pipeline:
             return on_pipeline_stream(stream)
         vad = VoiceActivityDetector(stream.sample_rate) if vad_on else None
-        rec = None
-        if record_dir:
-            base = os.path.join(record_dir, stream.call_id)
-            if writer_kind == "process":
-                rec = writer.recorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
-            else:
-                rec = CallRecorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
+        rec = make_recorder(stream)
 
         best = [float("inf")]
 
@@ -378,13 +380,7 @@ def run_step(
                 rec.close()
 
     def on_pipeline_stream(stream) -> None:
-        rec = None
-        if record_dir:
-            base = os.path.join(record_dir, stream.call_id)
-            if writer_kind == "process":
-                rec = writer.recorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
-            else:
-                rec = CallRecorder(stream.sample_rate, base + ".wav", base + "-stereo.wav")
+        rec = make_recorder(stream)
         pipe = build_pipeline(stream, rec, hub, on_notice)  # closes rec when stopped
         pipe.start()
         feed = pipe.feed
