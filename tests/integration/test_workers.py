@@ -197,3 +197,26 @@ def test_child_modules_do_not_import_gevent():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_worker_whose_parent_left_while_it_loaded_exits_quietly():
+    """A hub stopped right after start: the worker finds its socket closed when it reports ready. That is a
+    normal end (exit 0), not a traceback on the operator's console."""
+    import socket
+
+    parent, child = socket.socketpair()
+    parent.close()  # gone before the worker is up
+    code = (
+        "import sys, esl_controller.pipeline.providers.stt._worker_main as m; "
+        f"sys.exit(m.main(['--fd', '{child.fileno()}', '--engine', 'selftest']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        pass_fds=(child.fileno(),),
+    )
+    child.close()
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr

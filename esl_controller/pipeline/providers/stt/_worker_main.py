@@ -23,6 +23,7 @@ reply unless the partial changed), ``stream_finish`` (``id``, ``sid``), ``stream
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -230,21 +231,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine = load_engine(args.engine, json.loads(args.options))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops respawning
-        _send(sock, {"op": "fatal", "message": f"{type(exc).__name__}: {exc}"})
+        with contextlib.suppress(OSError):  # unless the parent has gone already
+            _send(sock, {"op": "fatal", "message": f"{type(exc).__name__}: {exc}"})
         sock.close()
         return 3
-    _send(
-        sock,
-        {
-            "op": "ready",
-            "pid": os.getpid(),
-            "engine": args.engine,
-            "load_ms": round((time.monotonic() - t0) * 1000.0, 1),
-            "rss_kb": rss_kb(),
-        },
-    )
     try:
+        _send(
+            sock,
+            {
+                "op": "ready",
+                "pid": os.getpid(),
+                "engine": args.engine,
+                "load_ms": round((time.monotonic() - t0) * 1000.0, 1),
+                "rss_kb": rss_kb(),
+            },
+        )
         return serve(sock, engine)
+    except (BrokenPipeError, ConnectionResetError):
+        # the parent has gone (it stopped while this worker was still loading its model): a normal end
+        return 0
     except (OSError, ProtocolError) as exc:
         log.warning("worker %s stopping: %s", os.getpid(), exc)
         return 1
