@@ -33,6 +33,7 @@ import collections
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -726,6 +727,9 @@ def _files_length(request: wire.OpenRequest, sample_rate: int) -> int:
 
 def child_main(fd: int) -> int:
     """The recording process: handle messages until the hub closes its end, then close every file."""
+    # Ctrl-C on the operator's console reaches the whole process group: the hub handles it and ends the
+    # recordings in order (the last audio, then the close); this process must not die under it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     state = _Recordings(sock)

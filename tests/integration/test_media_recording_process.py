@@ -127,6 +127,26 @@ def test_files_are_valid_while_recording_and_sync_waits(tmp_path, recording_proc
     assert len(read_wav(mono)[2]) == 100 * len(caller_frames[0])
 
 
+def test_ctrl_c_on_the_console_does_not_end_the_recording_process(
+    tmp_path, recording_process, caller_frames
+):
+    """Ctrl-C reaches the whole process group; the hub ends the recordings in order, so the recording
+    process ignores it and keeps every frame."""
+    mono = tmp_path / "m.wav"
+    rec = recording_process.recorder(RATE, str(mono), phase=1.0)
+    for i, frame in enumerate(caller_frames[:50]):
+        rec.add_caller(frame, i * FRAME_SECONDS)
+    assert rec.sync(timeout=10)
+    pid = recording_process.pid
+    os.kill(pid, signal.SIGINT)
+    for i, frame in enumerate(caller_frames[50:100], 50):
+        rec.add_caller(frame, i * FRAME_SECONDS)
+    rec.close(timeout=10)
+    assert recording_process.pid == pid  # still the same process: not killed and restarted
+    assert rec.error is None and rec.writer_samples_dropped == 0
+    assert read_wav(mono)[2] == b"".join(caller_frames[:100])
+
+
 def test_a_process_that_dies_is_replaced_and_files_stay_aligned(
     tmp_path, recording_process, caller_frames
 ):

@@ -220,3 +220,40 @@ def test_worker_whose_parent_left_while_it_loaded_exits_quietly():
     child.close()
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
+
+
+def test_ctrl_c_on_the_console_leaves_the_worker_to_its_hub():
+    """Ctrl-C reaches the whole process group: the hub tells its workers to exit; a worker ignores it."""
+    import signal
+    import socket
+
+    from esl_controller.pipeline.providers.stt._worker_main import MessageDecoder
+
+    parent, child = socket.socketpair()
+    code = (
+        "import sys, esl_controller.pipeline.providers.stt._worker_main as m; "
+        f"sys.exit(m.main(['--fd', '{child.fileno()}', '--engine', 'selftest']))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        pass_fds=(child.fileno(),),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child.close()
+    try:
+        parent.settimeout(30)
+        decoder, messages = MessageDecoder(), []
+        while not messages:
+            data = parent.recv(65536)
+            assert data, "the worker ended before it was ready"
+            messages = list(decoder.feed(data))
+        assert messages[0][0]["op"] == "ready"
+        proc.send_signal(signal.SIGINT)
+        parent.close()  # what the hub does when it stops: the worker sees its socket end
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "KeyboardInterrupt" not in err

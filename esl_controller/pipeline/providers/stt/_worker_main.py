@@ -28,6 +28,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import socket
 import struct
 import sys
@@ -224,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nice > 0:
         os.nice(args.nice)  # the parent's hub has priority when the cores are busy
+    # Ctrl-C on the operator's console reaches the whole process group: the hub handles it and tells its
+    # workers to exit; a worker must not die under it with a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     sock = socket.socket(fileno=args.fd)
     sock.setblocking(True)  # the parent's end was made by gevent: its flags came along
