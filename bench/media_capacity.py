@@ -328,6 +328,16 @@ def run_step(
         elif notice.kind == "error":
             stats.pipeline_errors += 1
 
+    def handled(timestamp: float, best: list[float]) -> None:
+        """A frame's handling is done: its lateness against the real-time schedule, i.e. how much later
+        than its best-case arrival it was handled (covers socket buffers, the queue and the hub)."""
+        d = time.monotonic() - timestamp
+        if d < best[0]:
+            best[0] = d
+        if stats.measuring:
+            stats.handling.append(d - best[0])
+            stats.frames += 1
+
     def make_recorder(stream):
         if not record_dir:
             return None
@@ -358,15 +368,7 @@ def run_step(
                         stats.utterances += 1
             if rec:
                 rec.add_caller(frame.caller, frame.timestamp)
-            # Lateness against the real-time schedule: how much later than its best-case
-            # arrival this frame was handled (covers socket buffers, the queue and the hub).
-            now = time.monotonic()
-            d = now - frame.timestamp
-            if d < best[0]:
-                best[0] = d
-            if stats.measuring:
-                stats.handling.append(d - best[0])
-                stats.frames += 1
+            handled(frame.timestamp, best)
 
         try:
             if inline:
@@ -388,13 +390,7 @@ def run_step(
 
         def handle(frame) -> None:
             feed(frame.caller, frame.timestamp)  # CallSession._on_fork_frame
-            now = time.monotonic()
-            d = now - frame.timestamp
-            if d < best[0]:
-                best[0] = d
-            if stats.measuring:
-                stats.handling.append(d - best[0])
-                stats.frames += 1
+            handled(frame.timestamp, best)
 
         try:
             if inline:  # as CallSession does: inline, then what was queued before the handler
