@@ -71,14 +71,30 @@ class _Message:
         self.sent = 0
 
 
+class _Track:
+    """One side's frames held back for the next batch: a list of the frames themselves (no copy)."""
+
+    __slots__ = ("kind", "frames", "at", "next")
+
+    def __init__(self, kind: int) -> None:
+        self.kind = kind
+        self.frames: list[bytes] = []
+        self.at = 0.0  # call time of the first frame
+        self.next = 0.0  # call time right after the last frame
+
+
 class RemoteRecorder:
     """``CallRecorder``'s interface on the hub (``add_caller``, ``add_assistant``, ``flush``,
-    ``sync``, ``close`` and the counters), recording in the recording process."""
+    ``sync``, ``close`` and the counters), recording in the recording process.
+
+    Each side's audio is batched: contiguous frames (a 20 ms frame at a time from the fork and from
+    the speaker) go ``batch_frames`` to a send. A partial assistant batch goes along with the caller's
+    next, so the end of a short utterance never waits past the recording's hold-back."""
 
     __slots__ = (
         "sample_rate", "name", "request", "id", "closed", "error", "late_samples_dropped",
-        "_owner", "_batch", "_batch_at", "_next", "_abatch", "_abatch_at", "_anext", "_step",
-        "_batch_frames", "_hub_dropped", "_remote_dropped", "_committed", "_end",
+        "_owner", "_caller", "_assistant", "_step", "_batch_frames", "_hub_dropped",
+        "_remote_dropped", "_committed", "_end",
     )  # fmt: skip
 
     def __init__(
@@ -99,12 +115,8 @@ class RemoteRecorder:
         self.error: Exception | None = None
         #: samples that came later than the hold-back window (as counted at the last sync/close)
         self.late_samples_dropped = 0
-        self._batch: list[bytes] = []
-        self._batch_at = 0.0
-        self._next = 0.0  # call time right after the batch's last frame
-        self._abatch: list[bytes] = []  # the same for the assistant's audio, as it is played
-        self._abatch_at = 0.0
-        self._anext = 0.0
+        self._caller = _Track(wire.CALLER)
+        self._assistant = _Track(wire.ASSISTANT)
         self._step = 1.0 / (SAMPLE_WIDTH * sample_rate)  # seconds per byte of L16
         self._batch_frames = batch_frames
         self._hub_dropped = 0
@@ -124,61 +136,50 @@ class RemoteRecorder:
 
     def add_caller(self, pcm: bytes, at: float) -> None:
         """Caller audio (mono L16) starting at call time ``at`` seconds."""
-        batch = self._batch
-        if batch and -0.5 < (at - self._next) * self.sample_rate < 0.5:
-            batch.append(pcm)  # continues the batch: the usual case
-            self._next += len(pcm) * self._step
-            if len(batch) >= self._batch_frames:
-                self._send_caller()
+        track = self._caller
+        frames = track.frames
+        if frames and -0.5 < (at - track.next) * self.sample_rate < 0.5:
+            frames.append(pcm)  # continues the batch: the usual case
+            track.next += len(pcm) * self._step
+            if len(frames) >= self._batch_frames:
+                self._send_track(track)
             return
-        if self.closed:
-            raise ValueError("recorder is closed")
-        if len(pcm) % SAMPLE_WIDTH:
-            raise ValueError("PCM length must be a whole number of samples")
-        if batch:
-            self._send_caller()
-        self._batch = [pcm]
-        self._batch_at = at
-        self._next = at + len(pcm) * self._step
+        self._begin(track, pcm, at)
 
     def add_assistant(self, pcm: bytes, at: float) -> None:
-        """Assistant audio (mono L16) as played, starting at call time ``at`` seconds. Batched like the
-        caller's (a speaker hands it over a 20 ms frame at a time); the recording holds back a second
-        before it commits, so a batch is never late."""
-        batch = self._abatch
-        if batch and -0.5 < (at - self._anext) * self.sample_rate < 0.5:
-            batch.append(pcm)
-            self._anext += len(pcm) * self._step
-            if len(batch) >= self._batch_frames:
-                self._send_assistant()
+        """Assistant audio (mono L16) as played, starting at call time ``at`` seconds."""
+        track = self._assistant
+        frames = track.frames
+        if frames and -0.5 < (at - track.next) * self.sample_rate < 0.5:
+            frames.append(pcm)
+            track.next += len(pcm) * self._step
+            if len(frames) >= self._batch_frames:
+                self._send_track(track)
             return
+        self._begin(track, pcm, at)
+
+    def _begin(self, track: _Track, pcm: bytes, at: float) -> None:
+        """Audio that does not continue the side's batch (the first, or after a gap): checked, and a
+        new batch started with it once the old one is sent."""
         if self.closed:
             raise ValueError("recorder is closed")
         if len(pcm) % SAMPLE_WIDTH:
             raise ValueError("PCM length must be a whole number of samples")
         if not pcm:
             return
-        if batch:
-            self._send_assistant()
-        self._abatch = [pcm]
-        self._abatch_at = at
-        self._anext = at + len(pcm) * self._step
+        if track.frames:
+            self._send_track(track)
+        track.frames = [pcm]
+        track.at = at
+        track.next = at + len(pcm) * self._step
 
-    def _send_caller(self) -> None:
-        batch, self._batch = self._batch, []
-        self._send(wire.CALLER, self._batch_at, batch, sum(map(len, batch)))
-        if self._next > self._end:
-            self._end = self._next
-        if (
-            self._abatch
-        ):  # the assistant's goes along: a short utterance's end never waits for the next
-            self._send_assistant()
-
-    def _send_assistant(self) -> None:
-        batch, self._abatch = self._abatch, []
-        self._send(wire.ASSISTANT, self._abatch_at, batch, sum(map(len, batch)))
-        if self._anext > self._end:
-            self._end = self._anext
+    def _send_track(self, track: _Track) -> None:
+        frames, track.frames = track.frames, []
+        self._send(track.kind, track.at, frames, sum(map(len, frames)))
+        if track.next > self._end:
+            self._end = track.next
+        if track is self._caller and self._assistant.frames:
+            self._send_track(self._assistant)  # goes along: a short utterance's end never waits
 
     def _send(self, kind: int, at: float, chunks: list[bytes], size: int) -> None:
         if not self._owner.submit(self, kind, round(at * 1e9), chunks, size):
@@ -186,10 +187,9 @@ class RemoteRecorder:
 
     def flush(self) -> None:
         """Hand over the frames held back for the next batches."""
-        if self._batch:
-            self._send_caller()
-        if self._abatch:
-            self._send_assistant()
+        for track in (self._caller, self._assistant):
+            if track.frames:
+                self._send_track(track)
 
     def sync(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> bool:
         """Wait until everything handed over so far is placed (and what is committed, written).
