@@ -241,6 +241,7 @@ class RecordingProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: _socket.socket | None = None
         self._sender: gevent.Greenlet | None = None
+        self._flush_due = False  # a _flush is scheduled on the hub's loop
         self._reader: gevent.Greenlet | None = None
         self._restarts: collections.deque[float] = collections.deque()
         self._stopping = False
@@ -401,11 +402,20 @@ class RecordingProcess:
     def _enqueue(self, buffers: list[Any], audio: int) -> None:
         self._queue.append(_Message(buffers, audio))
         self._backlog += audio
-        if self._sender is None or self._sender.dead:
-            self._send_queued()
-            if self._queue and self._sock is not None:
-                self._sender = gevent.spawn(self._send_loop, self._sock)
-                self._sender.name = "recording-process-send"
+        if not self._flush_due and (self._sender is None or self._sender.dead):
+            # sent when the current greenlet yields: every call's batches of one reader tick go
+            # in one sendmsg, not one each
+            self._flush_due = True
+            gevent.get_hub().loop.run_callback(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._sender is not None and not self._sender.dead:
+            return  # the socket was full: the sender sends once it takes more
+        self._send_queued()
+        if self._queue and self._sock is not None:
+            self._sender = gevent.spawn(self._send_loop, self._sock)
+            self._sender.name = "recording-process-send"
 
     def _send_queued(self) -> None:
         """Send what the socket takes now (never waits)."""

@@ -2,6 +2,7 @@
 dies (restarted, files stay time-aligned), a stalled process (bounded, counted silence), errors
 reported back, and its wire format."""
 
+import _socket
 import os
 import signal
 import time
@@ -10,6 +11,7 @@ import wave
 import gevent
 import pytest
 
+from esl_controller.media import recording_process as recording_process_module
 from esl_controller.media import recording_wire as wire
 from esl_controller.media.recorder import CallRecorder
 from esl_controller.media.recording_process import RecordingProcess
@@ -109,6 +111,45 @@ def test_a_short_assistant_utterance_is_not_held_back_until_late(
     assert channels == 2
     assert set(right[start : start + 3 * int(RATE * FRAME_SECONDS)]) == {0x20}
     assert set(right[: start - 1]) == {0} and set(right[start + 3 * 320 :]) == {0}
+
+
+class _CountingSocket(_socket.socket):
+    """The hub's end of the recording process's socket, counting its ``sendmsg`` calls."""
+
+    sends = 0
+
+    def sendmsg(self, buffers, *args):
+        _CountingSocket.sends += 1
+        return super().sendmsg(buffers, *args)
+
+
+def _counting_pair(family, kind):
+    parent, child = _socket.socketpair(family, kind)
+    return _CountingSocket(family, kind, fileno=parent.detach()), child
+
+
+def test_batches_handed_over_together_go_in_one_send(tmp_path, caller_frames, monkeypatch):
+    """The batches of many calls handed over before the hub's next turn (one reader tick) leave in
+    one ``sendmsg``, not one each, and every frame is in its file."""
+    monkeypatch.setattr(recording_process_module, "_socketpair", _counting_pair)
+    writer = RecordingProcess(batch_frames=2)
+    try:
+        recs = [writer.recorder(RATE, str(tmp_path / f"{i}.wav"), phase=0.5) for i in range(5)]
+        gevent.sleep(0.1)  # the opens are sent
+        before = _CountingSocket.sends
+        for k in range(4):  # two full batches per call, in one go
+            for rec in recs:
+                rec.add_caller(caller_frames[k], k * FRAME_SECONDS)
+        assert _CountingSocket.sends == before  # nothing sent before the hub's turn
+        gevent.sleep(0.1)
+        assert _CountingSocket.sends == before + 1
+        for rec in recs:
+            rec.close(timeout=10)
+            assert rec.error is None and rec.writer_samples_dropped == 0
+    finally:
+        writer.stop(10.0)
+    for i in range(5):
+        assert read_wav(tmp_path / f"{i}.wav")[2] == b"".join(caller_frames[:4])
 
 
 def test_files_are_valid_while_recording_and_sync_waits(tmp_path, recording_process, caller_frames):
