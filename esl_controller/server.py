@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -56,6 +57,18 @@ def bootstrap_key(settings: Settings) -> str | None:
     return create_key("bootstrap", settings.org_id).key
 
 
+def freeze_startup_heap() -> int:
+    """Put every object alive once startup is done (modules, schemas, the app, the providers) in the
+    collector's permanent generation, after one last collection; returns how many.
+
+    A full collection walks every tracked object: on a hub carrying calls that is a pause for every
+    call's audio at once, and the startup's objects (about 70,000, some 17 ms of walking) never become
+    garbage. Frozen, they are never walked again; what they refer to is still freed as usual."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def serve(settings: Settings, ready: Event | None = None, stop: Event | None = None) -> int:
     from gevent import monkey
 
@@ -96,6 +109,7 @@ def serve(settings: Settings, ready: Event | None = None, stop: Event | None = N
         return 1
     server = NoDelayWSGIServer(listener, app, log=_QuietLog(), error_log=_QuietLog())
     server.start()
+    log.info("startup done: %d objects kept out of garbage collection", freeze_startup_heap())
     url = settings.public_url
     print(f"esl-controller API listening on {url}", flush=True)
     if key:
