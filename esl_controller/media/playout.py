@@ -4,8 +4,10 @@ Speech is queued with :meth:`Playout.enqueue` (any size; cut into whole frames, 
 with silence once nothing follows it). The pacer sends frame *k* of an utterance at ``t0 + k·20 ms − lead``,
 keeping ``lead_frames`` in flight so the far end's jitter buffer never runs dry, and ``send`` is called from the
 pacer greenlet only. ``burst_frames`` > 1 sends that many frames per wake-up (the later ones early, like a longer
-lead): fewer wake-ups where pacing need not be fine. ``on_heard(frame, at)``, if given, is told of every frame sent
-with the time (on ``clock``) the far end hears it: exact, whatever the lead or the burst. Audio queued while
+lead): fewer wake-ups where pacing need not be fine. ``on_heard(frame, at)``, if given, is told of every frame the
+far end has begun to hear, with the time (on ``clock``) it began: exact, whatever the lead or the burst. It is told
+at the pacer's first wake-up after that time (so up to a burst late), never before: a frame sent but cut off by
+:meth:`stop` before it was heard is never told, so a recording or a listener holds only what was heard. Audio queued while
 earlier audio is still being heard continues the same timeline (no gap); an utterance ends when its last frame
 has been heard. :meth:`stop` (barge-in) drops everything queued at once and returns the seconds of the current
 utterance the far end has heard. The queue is bounded (``max_seconds``): audio past it is dropped and counted,
@@ -54,6 +56,7 @@ class Playout:
         self.name = name
         self._chunker = FrameChunker(sample_rate, frame_ms)
         self._frames: deque[bytes] = deque()
+        self._unheard: deque[tuple[bytes, float]] = deque()  # sent, for on_heard once heard
         self._max_frames = max(1, int(max_seconds / self._frame_s))
         self._wake = Event()
         self._t0: float | None = None  # when frame 0 of the current utterance is heard
@@ -82,6 +85,7 @@ class Playout:
     def stop(self) -> float:
         """Drop queued audio now; returns the seconds of the current utterance already heard."""
         heard = self.heard_seconds()
+        self._end_unheard()
         self._frames.clear()
         self._chunker.flush()
         self._t0 = None
@@ -105,6 +109,7 @@ class Playout:
 
     def close(self) -> None:
         self._closed = True
+        self._end_unheard()
         self._frames.clear()
         self._wake.set()
         if self._greenlet is not None:
@@ -115,6 +120,8 @@ class Playout:
     def _run(self) -> None:
         burst = 0  # frames sent since the last wake-up
         while not self._closed:
+            if self._unheard:
+                self._tell_heard(self._clock())
             if not self._frames:
                 burst = 0
                 rest = self._chunker.flush(pad=True)
@@ -162,11 +169,26 @@ class Playout:
             self._sent += 1
             self.frames_sent += 1
             if self.on_heard is not None:
-                try:
-                    self.on_heard(frame, heard_at)
-                except Exception:  # noqa: BLE001 - recording or listening trouble never stops the audio
-                    self.errors += 1
-                    log.exception("playout %s: on_heard failed", self.name)
+                self._unheard.append((frame, heard_at))
+
+    def _tell_heard(self, now: float) -> None:
+        """``on_heard`` for every frame sent whose time to be heard has come."""
+        unheard = self._unheard
+        while unheard and unheard[0][1] <= now:
+            frame, at = unheard.popleft()
+            if self.on_heard is None:
+                continue
+            try:
+                self.on_heard(frame, at)
+            except Exception:  # noqa: BLE001 - recording or listening trouble never stops the audio
+                self.errors += 1
+                log.exception("playout %s: on_heard failed", self.name)
+
+    def _end_unheard(self) -> None:
+        """Audio is cut off now: what the far end has begun to hear is told, the rest never will be."""
+        if self._unheard:
+            self._tell_heard(self._clock())
+            self._unheard.clear()
 
     def _end_time(self) -> float | None:
         return None if self._t0 is None else self._t0 + self._sent * self._frame_s

@@ -1,9 +1,11 @@
 """ForkMediaPort: ``playing()`` covers the whole way from ``play`` to the caller's ear, including a
 ``playAudio`` send that yields (a large message on a busy socket)."""
 
+import math
 import time
 
 import gevent
+import pytest
 from gevent.event import Event
 
 from esl_controller.calls.media import ForkMediaPort
@@ -65,5 +67,34 @@ def test_barge_in_during_the_send_drops_the_audio():
         assert session.api == ["break"] and session.fork_stream.killed == 1
         port.play(b"\x00\x10" * (RATE // 5))  # the next utterance is counted afresh
         assert port.playing()
+    finally:
+        port.close()
+
+
+class QuickStream(SlowStream):
+    def play_audio(self, pcm, sample_rate=None, text=None):
+        self.sent.append(len(pcm))
+
+
+def test_after_a_barge_in_the_recording_holds_only_what_was_heard():
+    """The virtual speaker sends frames a burst (0.1 s) at a time; those sent ahead but cut off by the
+    barge-in never reach the recording (or a listener): it gets exactly the frames begun."""
+    session = Session()
+    session.fork_stream = QuickStream()
+    recorded: list[tuple[bytes, float]] = []
+    port = ForkMediaPort(
+        session, RATE, clock=time.monotonic, on_assistant=lambda f, at: recorded.append((f, at))
+    )
+    try:
+        port.play(b"\x00\x10" * RATE)  # one second of speech
+        gevent.sleep(0.25)
+        heard = port.stop_playback()
+        sent = port.speaker.frames_sent
+        gevent.sleep(0.2)
+        begun = min(sent, math.floor(heard / 0.02 + 1e-6) + 1)
+        assert 0.2 < heard < 0.5
+        assert len(recorded) == begun  # sent ahead and cut off: not recorded
+        assert recorded[-1][1] - recorded[0][1] == pytest.approx((begun - 1) * 0.02)
+        assert len(port.heard_frames) == begun  # the live listeners' share: the same frames
     finally:
         port.close()

@@ -91,18 +91,41 @@ def test_burst_sends_several_frames_per_wake_up_and_on_heard_gets_exact_times():
     assert len(sent) == 5
     assert p.playing()
     p.stop()
+    assert len(heard) == 1  # only frame 0 had begun to be heard: the four sent with it never are
     p.enqueue(pcm[: 20 * FRAME])
     done = Event()
-    p.on_heard = lambda f, at: (heard.append((f, at)), len(heard) >= 25 and done.set())
+    p.on_heard = lambda f, at: (heard.append((f, at)), len(heard) >= 21 and done.set())
     assert done.wait(timeout=5)
     frames = [f for f, _ in heard]
-    assert frames[5:] == [pcm[i : i + FRAME] for i in range(0, 20 * FRAME, FRAME)]
-    times = [at for _, at in heard[5:]]
+    assert frames[1:] == [pcm[i : i + FRAME] for i in range(0, 20 * FRAME, FRAME)]
+    times = [at for _, at in heard[1:]]
     steps = [round(b - a, 9) for a, b in zip(times, times[1:], strict=False)]
     # each frame at its place on the utterance's timeline, not at the time it was sent (up to 100 ms
     # earlier, five at once); only a pacer stalled past its one frame of lead would shift the timeline
     assert min(steps) == 0.02 and steps.count(0.02) >= len(steps) - 2
-    assert times[0] >= heard[4][1]  # the new utterance starts after the cut one
+    assert times[0] >= heard[0][1]  # the new utterance starts after the cut one
+    p.close()
+
+
+def test_on_heard_is_told_of_what_was_heard_when_a_burst_is_cut_off():
+    now = [100.0]  # a clock that moves only when the test moves it
+    heard = []
+    p = Playout(
+        RATE,
+        lambda f: None,
+        lead_frames=1,
+        burst_frames=5,
+        clock=lambda: now[0],
+        on_heard=lambda f, at: heard.append(at),
+    )
+    p.enqueue(b"\x01\x00" * RATE)
+    gevent.sleep(0)
+    assert p.frames_sent == 5 and heard == [100.0]  # frame 0 is heard at once, the rest not yet
+    now[0] += 0.05  # frames 0, 1 and 2 have begun to be heard (at 100.00, 100.02, 100.04)
+    assert p.stop() == pytest.approx(0.05)
+    assert heard == pytest.approx([100.0, 100.02, 100.04])
+    gevent.sleep(0.05)
+    assert len(heard) == 3  # frames 3 and 4 were cut off before they were heard: never told
     p.close()
 
 
