@@ -134,6 +134,11 @@ class ForkMediaPort:
     def playing(self) -> bool:
         return self._waiting_bytes > 0 or self.speaker.playing()
 
+    def unplayed_seconds(self) -> float:
+        """At least this long until the caller has heard all the speech handed over so far: what the
+        speaker holds, then what is still on its way to FreeSWITCH."""
+        return self.speaker.unplayed_seconds() + self._waiting_bytes / (2.0 * self.sample_rate)
+
     def notify(self, notice: PipelineNotice) -> None:
         self.session.notify(notice)
 

@@ -103,6 +103,16 @@ class Playout:
             return True
         return self._t0 is not None and self._clock() < self._t0 + self._sent * self._frame_s
 
+    def unplayed_seconds(self) -> float:
+        """Seconds until everything queued so far has been heard, if the pacer keeps time (never more:
+        a pacer running late only makes the end later). 0 when nothing is playing."""
+        frames = len(self._frames) + (1 if self._chunker.pending else 0)
+        now = self._clock()
+        if self._t0 is None:
+            return frames * self._frame_s
+        end = max(now, self._t0 + self._sent * self._frame_s)
+        return end - now + frames * self._frame_s
+
     @property
     def queued_seconds(self) -> float:
         return len(self._frames) * self._frame_s

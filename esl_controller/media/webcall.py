@@ -135,6 +135,10 @@ class WebCallPort:
     def playing(self) -> bool:
         return self.playout.playing()
 
+    def unplayed_seconds(self) -> float:
+        """At least this long until the client has heard all the speech queued so far."""
+        return self.playout.unplayed_seconds()
+
     def notify(self, notice: PipelineNotice) -> None:
         message = client_message(notice)
         if message is not None:

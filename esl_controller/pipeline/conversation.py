@@ -65,6 +65,8 @@ APOLOGY = "I'm sorry, I'm having technical difficulties. Please call back later.
 BUILTIN_TOOLS = ("endCall", "transferCall", "dtmf")
 _END = object()
 MAX_PENDING = 16  # queued says / add-message replies waiting for the current turn
+PLAYED_POLL_SECONDS = 0.02  # how often a port that cannot say how long its speech lasts is asked
+PLAYED_MAX_PAUSE_SECONDS = 0.5  # the longest look away while speech plays (flags are re-read then)
 ToolHandler = Callable[[str, dict[str, Any], str, Mapping[str, Any] | None], str]
 
 
@@ -605,13 +607,19 @@ class Conversation:
                 self._notify("speech", {"status": "started", "role": "assistant", "turn": turn.id})
 
     def _wait_played(self) -> None:
+        """Until the caller has heard the speech (or a barge-in under way has cut it off). A port that
+        knows how long that takes at least (``unplayed_seconds``) is looked at once then, not every 20 ms."""
         deadline = time.monotonic() + self.timeouts.playback
+        unplayed = getattr(self.port, "unplayed_seconds", None)
         while (
             (self._interrupting or self.port.playing())
             and time.monotonic() < deadline
             and not self.stopped
         ):
-            gevent.sleep(0.02)
+            pause = PLAYED_POLL_SECONDS
+            if unplayed is not None and not self._interrupting:
+                pause = min(PLAYED_MAX_PAUSE_SECONDS, max(pause, unplayed()))
+            gevent.sleep(pause)
 
     def _commit(self, turn: _Turn, text: str | None = None, end: float | None = None) -> None:
         """Write the turn's not yet committed speech to the history (``text`` overrides it)."""

@@ -98,3 +98,19 @@ def test_after_a_barge_in_the_recording_holds_only_what_was_heard():
         assert len(port.heard_frames) == begun  # the live listeners' share: the same frames
     finally:
         port.close()
+
+
+def test_unplayed_seconds_counts_the_speech_still_on_its_way():
+    session = Session()  # its playAudio send takes 0.2 s
+    port = ForkMediaPort(session, RATE, clock=time.monotonic)
+    try:
+        port.play(b"\x00\x10" * RATE)  # one second
+        gevent.sleep(0.05)  # the send is under way: nothing is in the speaker yet
+        assert port.speaker.unplayed_seconds() == 0.0
+        assert port.unplayed_seconds() == pytest.approx(1.0)
+        gevent.sleep(0.3)  # sent, and playing for about 0.15 s
+        assert 0.6 < port.unplayed_seconds() < 0.9
+        port.stop_playback()
+        assert port.unplayed_seconds() == 0.0
+    finally:
+        port.close()

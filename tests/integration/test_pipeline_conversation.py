@@ -604,3 +604,49 @@ def test_eight_khz_call(running):
     seconds = len(port.audio) / 16000.0
     assert 1.0 < seconds < 4.0 and rms(port.audio) > 300  # 8 kHz speech, not 16 kHz bytes
     assert 2.0 < conv.stt.audio_seconds[0] < 4.0
+
+
+class TimedPort(RecordingPort):
+    """A port that can say how long its speech has left, counting how often it is asked if it plays."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0  # by the conversation (play() asks too, for itself)
+        self._in_play = False
+
+    def play(self, pcm16: bytes, *, text: str = "") -> None:
+        self._in_play = True
+        try:
+            super().play(pcm16, text=text)
+        finally:
+            self._in_play = False
+
+    def playing(self) -> bool:
+        if not self._in_play:
+            self.asked += 1
+        return super().playing()
+
+    def unplayed_seconds(self) -> float:
+        return max(0.0, self._queued - self.heard()) / self.speed if self._start else 0.0
+
+
+def test_a_port_that_knows_how_long_its_speech_lasts_is_not_polled(running):
+    """The turn waits for the end of its speech by the port's own figure, asking ``playing()`` a few
+    times (about every 0.5 s), not every 20 ms (the greeting's 3 s played at real time: 150 times)."""
+    body = assistant(firstMessageMode="assistant-speaks-first", firstMessage=LONG_FIRST)
+    port = TimedPort(RATE, speed=1.0)
+    conv = Conversation(
+        body,
+        port,
+        overrides={"variableValues": {"name": "Ann", "restaurant": "Chez Test"}},
+        stt=FakeTranscriber(),
+        llm=registry.build_model(body["model"]),
+        tts=FakeSynthesizer(seconds_per_word=0.1),
+    )
+    running(conv)
+    message = port.wait_for("message", timeout=15)
+    asked = port.asked
+    assert message["message"].startswith("Hello Ann")
+    assert len(port.audio) / (2.0 * RATE) > 3.0
+    assert not port.playing()  # the message is committed once all of it was played
+    assert asked < 15

@@ -149,3 +149,22 @@ def test_default_sends_one_frame_per_wake_up_after_the_lead():
     gevent.sleep(0)
     assert len(sent) == 4  # frame 0 and the three of the lead
     p.close()
+
+
+def test_unplayed_seconds_is_when_the_far_end_will_have_heard_everything():
+    now = [10.0]
+    p = Playout(RATE, lambda f: None, lead_frames=1, burst_frames=5, clock=lambda: now[0])
+    assert p.unplayed_seconds() == 0.0
+    p.enqueue(b"\x01\x00" * (RATE // 2))  # 0.5 s, queued before the pacer has run
+    assert p.unplayed_seconds() == pytest.approx(0.5)
+    gevent.sleep(0)  # five frames sent, the first being heard from 10.00
+    assert p.unplayed_seconds() == pytest.approx(0.5)
+    now[0] += 0.06  # three of the five frames sent have been heard, twenty wait
+    assert p.unplayed_seconds() == pytest.approx(0.44)
+    p.enqueue(b"\x01\x00" * 100)  # a partial frame more: padded to a whole one
+    assert p.unplayed_seconds() == pytest.approx(0.46)
+    now[0] += 0.3  # the pacer has not run since: the rest cannot be heard before it is sent
+    assert p.unplayed_seconds() == pytest.approx(0.42)
+    p.stop()
+    assert p.unplayed_seconds() == 0.0
+    p.close()
