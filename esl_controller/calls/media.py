@@ -269,25 +269,30 @@ class MediaPipeline:
         self.on_stop = on_stop
         self.rate = port.sample_rate
         self._offset: float | None = None
+        self._heard_frames: Any = getattr(port, "heard_frames", None)
         self.stopped = Event()
 
     def start(self) -> None:
+        # the port's heard frames (a web port gets them once the pipeline is built), looked up once
+        self._heard_frames = getattr(self.port, "heard_frames", None)
         self.conversation.start()
 
     def feed(self, caller_pcm16: bytes, at: float) -> None:
-        if self._offset is None:
-            self._offset = self.clock() - at
-        call_at = self._offset + at
-        if self.recorder is not None:
+        offset = self._offset
+        if offset is None:
+            offset = self._offset = self.clock() - at
+        recorder = self.recorder
+        if recorder is not None:
             try:
-                self.recorder.add_caller(caller_pcm16, call_at)
+                recorder.add_caller(caller_pcm16, offset + at)
             except Exception:  # noqa: BLE001 - recording trouble never stops the call
                 log.exception("call %s: recording caller audio failed", self.call_id)
                 self.recorder = None
-        if self.hub is not None:
-            heard = getattr(self.port, "heard_frames", None)
+        hub = self.hub
+        if hub is not None:
+            heard = self._heard_frames
             assistant = heard.popleft() if heard else None
-            self.hub.publish(self.call_id, caller_pcm16, assistant, self.rate)
+            hub.publish(self.call_id, caller_pcm16, assistant, self.rate)
         self.conversation.feed(caller_pcm16, at)
 
     def add_assistant(self, frame: bytes, at: float) -> None:

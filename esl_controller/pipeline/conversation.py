@@ -240,7 +240,7 @@ class Conversation:
                     self._apply(T.CallerStarted(self.clock()))
                 elif isinstance(event, SpeechEnded):
                     self._caller_stopped(event)
-            if self.vad.speaking and self.turns.assistant_busy:
+            if self.turns.assistant_busy and self.vad.speaking:  # the cheap test first
                 self._apply(T.CallerVoiced(self.clock(), self.vad.voiced_seconds))
 
     def control(self, command: Any) -> None:

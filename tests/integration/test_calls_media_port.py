@@ -114,3 +114,44 @@ def test_unplayed_seconds_counts_the_speech_still_on_its_way():
         assert port.unplayed_seconds() == 0.0
     finally:
         port.close()
+
+
+class _Conversation:
+    def start(self):
+        pass
+
+    def feed(self, pcm, at):
+        pass
+
+
+class _Hub:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, call_id, caller, assistant, rate):
+        self.published.append((caller, assistant))
+
+
+def test_a_web_call_listener_gets_the_assistant_frames_the_client_heard():
+    """The web port's heard frames are wired in after the pipeline is built (as the factory does); the
+    listeners still get them, one per caller frame."""
+    from esl_controller.calls.media import MediaPipeline
+    from esl_controller.calls.pipeline_factory import _tap_web_port
+    from esl_controller.media.playout import Playout
+
+    class WebPort:
+        sample_rate = RATE
+        playout = Playout(RATE, None)
+
+    hub = _Hub()
+    pipeline = MediaPipeline(
+        _Conversation(), WebPort(), call_id="web-1", clock=time.monotonic, hub=hub
+    )
+    _tap_web_port(pipeline.port, pipeline)
+    pipeline.start()
+    said = b"\x00\x10" * (RATE // 50)
+    pipeline.port.playout.on_heard(said, time.monotonic())
+    caller = b"\x00\x01" * (RATE // 50)
+    pipeline.feed(caller, 0.0)
+    pipeline.feed(caller, 0.02)
+    assert hub.published == [(caller, said), (caller, None)]
