@@ -627,9 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         import esl_controller.calls.pipeline_factory  # noqa: F401
         import esl_controller.pipeline.conversation  # noqa: F401
         import esl_controller.pipeline.providers.llm.scripted  # noqa: F401
-    from esl_controller.server import freeze_startup_heap
+    from esl_controller.server import settle_after_startup
 
-    freeze_startup_heap()  # as the controller does once started
+    settle_after_startup()  # as the controller does once started
     baseline = rss_kb()
     best: dict | None = None
     with tempfile.TemporaryDirectory(prefix="media-capacity-", dir=args.record_dir) as tmp:
