@@ -161,8 +161,9 @@ class ForkMediaPort:
         self._closed = True
         self._drain()
         self.speaker.close()
-        if self._sender is not None:
-            self._sender.kill(block=False)
+        sender, self._sender = self._sender, None  # (a killed greenlet's traceback holds this port)
+        if sender is not None:
+            sender.kill(block=False)
 
     # -- internals
     def _drain(self) -> None:
@@ -323,6 +324,8 @@ class MediaPipeline:
                     log.exception("call %s: closing the recording failed", self.call_id)
             if self.hub is not None:
                 self.hub.close_call(self.call_id)
+            if isinstance(self.port, ForkMediaPort):
+                self.port.on_assistant = None  # (our bound method: a cycle through the port)
             if self.on_stop is not None:
                 try:
                     self.on_stop()

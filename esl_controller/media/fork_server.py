@@ -121,6 +121,7 @@ class _Connection(ServerSocket):
                     self.stream.counters(),
                 )
             self._abort()
+            self.stream = None  # the session keeps its own; no cycle keeps an ended connection
 
     def _recv(self, timeout: float) -> bytes | None:
         self.sock.settimeout(timeout)

@@ -205,6 +205,7 @@ class ForkStream:
         if self.closed.is_set():
             return
         self.close_reason = reason
+        self._handler = None  # no frame comes after the end (and the session's handler holds it)
         while True:
             try:
                 self._frames.put_nowait(_END)

@@ -124,6 +124,9 @@ class Playout:
         self._wake.set()
         if self._greenlet is not None:
             self._greenlet.join(timeout=1.0)
+        # the callbacks are usually the owner's bound methods: without them no cycle keeps the owner
+        self._send = None
+        self.on_heard = None
 
     # ------------------------------------------------------------------ pacer
 

@@ -2,8 +2,10 @@
 MediaPipeline (ForkMediaPort, Conversation, recorder, listen hub) over real sockets, for a few
 seconds. Checks that the frames reached the pipeline, that it endpointed the looping speech and
 replied over the fork, and that both recordings of every stream were written, the assistant's
-replies on the stereo file's right channel. No timing is asserted (speed is the bench's business)."""
+replies on the stereo file's right channel; and that the ended calls were freed at once, leaving
+nothing for the cyclic garbage collector. No timing is asserted (speed is the bench's business)."""
 
+import gc
 import importlib.util
 import os
 import struct
@@ -31,6 +33,7 @@ def right_channel_peak(path: Path) -> int:
 
 def test_pipeline_mode_runs_the_session_pipeline_per_stream(tmp_path):
     bench = load_bench()
+    gc.collect()  # what earlier tests left
     r = bench.run_step(N, 1.0, 4.0, str(tmp_path), bench.rss_kb(), inline=True, pipeline=True)
 
     assert r["pipeline"] is True
@@ -54,3 +57,17 @@ def test_pipeline_mode_runs_the_session_pipeline_per_stream(tmp_path):
     # the replies went through the port's virtual speaker into the recording (port.on_assistant)
     peaks = [right_channel_peak(tmp_path / f"bench-{i}-stereo.wav") for i in range(N)]
     assert max(peaks) > 1000, peaks
+
+    # every ended call was freed by reference counting: no cycle (a callback's bound method, a killed
+    # greenlet's traceback, the connection and its stream) left it for a full collection, a pause for
+    # every call on the hub
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        ours = sorted(
+            {type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("esl_")}
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert ours == []
