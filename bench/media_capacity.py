@@ -51,6 +51,7 @@ from typing import Any
 RATE = 16000
 FRAME = 640  # 20 ms at 16 kHz
 TICK = 0.02
+IDLE_POLL_SECONDS = 5.0  # as the call session's own loops (calls.session.IDLE_POLL_SECONDS)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -395,7 +396,7 @@ def run_step(
         try:
             if inline:  # as CallSession does: inline, then what was queued before the handler
                 stream.set_frame_handler(handle)
-            for frame in stream.frames(poll=1.0):
+            for frame in stream.frames(poll=IDLE_POLL_SECONDS):
                 handle(frame)
         finally:
             pipe.port.session.done.set()

@@ -106,6 +106,9 @@ from esl_controller.esl.protocol import ApiResult, DisconnectNotice, Event
 log = logging.getLogger("esl_controller.calls.session")
 
 QUEUE_SIZE = 2000
+#: an idle helper loop looks at its flags this often (the session's end kills it anyway); every wait is
+#: a timer and some objects, so at hundreds of calls shorter means more GC work
+IDLE_POLL_SECONDS = 5.0
 MAX_PENDING_EVENTS = 200
 #: seconds CallEvent records may wait to be written together (status changes are written at once)
 EVENT_FLUSH_SECONDS = 1.0
@@ -325,7 +328,11 @@ class CallSession:
         except Exception:
             log.exception("call %s: closing the database connection failed", self.call_id)
         self.timers.cancel_all()
-        for g in self._helpers:
+        helpers, self._helpers = (
+            self._helpers,
+            [],
+        )  # (a killed greenlet's traceback holds the session)
+        for g in helpers:
             g.kill(block=False)
         for result in list(self._controls.values()):
             if not result.ready():
@@ -388,7 +395,7 @@ class CallSession:
         self.fork_stream = stream
         self.feed(ForkConnected(at=utcnow()))
         stream.set_frame_handler(self._on_fork_frame)
-        for frame in stream.frames(poll=1.0):  # frames queued before the handler was set
+        for frame in stream.frames(poll=IDLE_POLL_SECONDS):  # queued before the handler was set
             self._on_fork_frame(frame)
         if self.fork_stream is stream:
             self.fork_stream = None
@@ -414,7 +421,7 @@ class CallSession:
         at = 0.0
         while not self.done.is_set():
             try:
-                pcm, rate = self.audio_in.get(timeout=1.0)
+                pcm, rate = self.audio_in.get(timeout=IDLE_POLL_SECONDS)
             except Empty:
                 continue
             pipeline = self.pipeline

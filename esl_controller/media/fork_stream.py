@@ -83,9 +83,9 @@ class ForkStream:
 
     def read(self, timeout: float) -> AudioFrame | None:
         """Next audio frame, or None after ``timeout`` seconds; raises StreamClosed at the end."""
-        try:
+        if self._frames.qsize():
             item = self._frames.get_nowait()  # no timer set up when audio is waiting
-        except Empty:
+        else:
             try:
                 item = self._frames.get(timeout=timeout)
             except Empty:

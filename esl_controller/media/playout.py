@@ -28,6 +28,8 @@ from esl_controller.media.codecs import FRAME_MS, FrameChunker
 
 log = logging.getLogger("esl_controller.media.playout")
 
+IDLE_POLL_SECONDS = 5.0  # an idle pacer looks at its flags this often (enqueue and close wake it)
+
 
 class Playout:
     def __init__(
@@ -143,7 +145,9 @@ class Playout:
                     continue
                 self._wake.clear()
                 end = self._end_time()
-                timeout = 1.0 if end is None else max(0.001, min(1.0, end - self._clock()))
+                timeout = IDLE_POLL_SECONDS
+                if end is not None:
+                    timeout = max(0.001, min(timeout, end - self._clock()))
                 self._wake.wait(timeout=timeout)
                 end = self._end_time()
                 if not self._frames and end is not None and self._clock() >= end:

@@ -65,6 +65,9 @@ APOLOGY = "I'm sorry, I'm having technical difficulties. Please call back later.
 BUILTIN_TOOLS = ("endCall", "transferCall", "dtmf")
 _END = object()
 MAX_PENDING = 16  # queued says / add-message replies waiting for the current turn
+#: how long an idle loop waits before it looks at its flags again (stop wakes or kills them anyway);
+#: every wait is a timer and some objects, so at hundreds of calls shorter means more GC work
+IDLE_POLL_SECONDS = 5.0
 PLAYED_POLL_SECONDS = 0.02  # how often a port that cannot say how long its speech lasts is asked
 PLAYED_MAX_PAUSE_SECONDS = 0.5  # the longest look away while speech plays (flags are re-read then)
 ToolHandler = Callable[[str, dict[str, Any], str, Mapping[str, Any] | None], str]
@@ -298,7 +301,7 @@ class Conversation:
     def _stt_loop(self) -> None:
         while not self.stopped:
             try:
-                audio, detected, seconds = self._utterances.get(timeout=1.0)
+                audio, detected, seconds = self._utterances.get(timeout=IDLE_POLL_SECONDS)
             except Empty:
                 continue
             if self.stt is None:
@@ -440,7 +443,9 @@ class Conversation:
     def _timer_loop(self) -> None:
         while not self.stopped:
             deadline = self.turns.next_deadline()
-            wait = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock()))
+            wait = IDLE_POLL_SECONDS
+            if deadline is not None:
+                wait = min(wait, max(0.005, deadline - self.clock()))
             self._wake.wait(timeout=wait)
             self._wake.clear()
             if not self.stopped:

@@ -650,3 +650,30 @@ def test_a_port_that_knows_how_long_its_speech_lasts_is_not_polled(running):
     assert len(port.audio) / (2.0 * RATE) > 3.0
     assert not port.playing()  # the message is committed once all of it was played
     assert asked < 15
+
+
+def test_an_idle_conversation_does_not_wake_up_every_second(running):
+    """Each wait is a timer and a few objects for the garbage collector: at hundreds of calls, idle
+    loops that poll every second are real work. Stop (or the next event) wakes them anyway."""
+    import greenlet
+
+    conv, port = make(assistant())  # waits for the caller: nothing to do until the caller speaks
+    running(conv)
+    port.wait_for("ready")
+    gevent.sleep(0.2)
+    loops = set(conv._greenlets)
+    assert len(loops) >= 2  # the transcriber's and the timers' loops
+    woken = []
+
+    def trace(event, args):
+        if event in ("switch", "throw") and args[1] in loops:
+            woken.append(args[1])
+
+    previous = greenlet.settrace(trace)
+    try:
+        gevent.sleep(2.5)
+    finally:
+        greenlet.settrace(previous)
+    assert woken == []
+    conv.stop()
+    assert all(g.dead for g in loops)  # and stop still ends them at once
