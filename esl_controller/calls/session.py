@@ -328,10 +328,8 @@ class CallSession:
         except Exception:
             log.exception("call %s: closing the database connection failed", self.call_id)
         self.timers.cancel_all()
-        helpers, self._helpers = (
-            self._helpers,
-            [],
-        )  # (a killed greenlet's traceback holds the session)
+        helpers = self._helpers
+        self._helpers = []  # let go of them: a killed greenlet's traceback holds the session
         for g in helpers:
             g.kill(block=False)
         for result in list(self._controls.values()):
