@@ -62,8 +62,8 @@ def settle_after_startup() -> int:
     Returns how many objects were frozen.
 
     A full collection walks every tracked object: on a hub carrying calls that is a pause for every
-    call's audio at once. The startup's objects (modules, schemas, the app, the providers: about 70,000,
-    some 17 ms of walking) never become garbage, so after one last collection they are put in the
+    call's audio at once. The startup's objects (modules, schemas, the app, the providers: about
+    100,000, some 25 ms of walking) never become garbage, so after one last collection they are put in the
     collector's permanent generation and never walked again (what they refer to is still freed as
     usual). And greenlets spawned from now on (a call has a dozen) no longer record the stack that
     spawned them (gevent's ``track_greenlet_tree``, for debugging only): some 30 objects a call less."""
