@@ -44,6 +44,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from esl_controller.media.codecs import FrameChunker, ulaw_decode, ulaw_encode
 from esl_controller.media.playout import Playout
+from esl_controller.media.stream_clock import StreamClock
 from esl_controller.media.ws_socket import ServerSocket
 from esl_controller.pipeline.ports import PipelineNotice
 
@@ -200,6 +201,7 @@ class _Connection(ServerSocket):
         self.session: WebCallSession | None = None
         self.port: WebCallPort | None = None
         self._chunker: FrameChunker | None = None
+        self._clock: StreamClock | None = None
         self._text: list[str] = []
         self._bin: list[bytes] = []
         self._t0 = time.monotonic()
@@ -336,6 +338,7 @@ class _Connection(ServerSocket):
             return False
         self.port = WebCallPort(self, self.call_id, rate, fmt)
         self._chunker = FrameChunker(rate)
+        self._clock = StreamClock(self._chunker.frame_ms / 1000.0)
         self._t0 = time.monotonic()
         self.server.active[self.call_id] = self.port
         assert self.session is not None
@@ -345,11 +348,13 @@ class _Connection(ServerSocket):
     def _on_audio(self, data: bytes) -> None:
         if not data or not self._ensure_port({}):
             return
-        assert self.port is not None and self._chunker is not None and self.session is not None
+        assert self._chunker is not None and self._clock is not None
+        assert self.port is not None and self.session is not None
         pcm = ulaw_decode(data) if self.port.format == "mulaw" else data
-        at = time.monotonic() - self._t0
+        # each frame at its place in the stream, not at its chunk's arrival (see media.stream_clock)
+        self._clock.arrived(time.monotonic() - self._t0, len(pcm) / (2.0 * self.port.sample_rate))
         for frame in self._chunker.push(pcm):
-            self.session.on_audio(frame, at)
+            self.session.on_audio(frame, self._clock.next_frame())
 
     def _on_text(self, text: str) -> None:
         try:

@@ -198,3 +198,45 @@ def test_bad_control_and_bad_json_get_errors(server):
     errors = [m["message"] for m in msgs if isinstance(m, dict) and m["type"] == "error"]
     assert "JSON" in errors[0] and "content" in errors[1]
     client.close()
+
+
+def test_frames_of_bigger_chunks_get_consecutive_stream_times():
+    """A client sending 100 ms chunks: each 20 ms frame gets its own place in the stream (the recording
+    places audio by it), not its chunk's arrival time."""
+    seen = []
+
+    class Session:
+        def on_start(self, port):
+            pass
+
+        def on_audio(self, pcm16, at):
+            seen.append((len(pcm16), at))
+
+        def on_control(self, body):
+            pass
+
+        def on_hangup(self):
+            pass
+
+        def on_close(self, reason):
+            pass
+
+    srv = WebCallServer("127.0.0.1", 0, lambda call_id, token: Session())
+    srv.start()
+    try:
+        client = ForkClient(*srv.address, "/call/chunks/ws?token=t", subprotocol=None, timeout=5)
+        client.connect()
+        pcm = speech("Hello, I would like to book a table.", 16000)
+        chunk = 3200  # 100 ms
+        for i in range(0, len(pcm) - chunk + 1, chunk):
+            client.send_audio(pcm[i : i + chunk])
+        count = (len(pcm) // chunk) * 5
+        deadline = time.monotonic() + 10
+        while len(seen) < count and time.monotonic() < deadline:
+            client.recv(timeout=0.05)
+        client.close()
+    finally:
+        srv.stop()
+    assert len(seen) == count
+    assert all(n == 640 for n, _ in seen)
+    assert [at for _, at in seen] == pytest.approx([0.02 * i for i in range(count)])
