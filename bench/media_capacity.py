@@ -51,7 +51,6 @@ from typing import Any
 RATE = 16000
 FRAME = 640  # 20 ms at 16 kHz
 TICK = 0.02
-IDLE_POLL_SECONDS = 5.0  # as the call session's own loops (calls.session.IDLE_POLL_SECONDS)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -299,6 +298,7 @@ def run_step(
     from esl_controller.media.recording_process import RecordingProcess
     from esl_controller.media.recording_writer import shared_writer
     from esl_controller.media.vad import SpeechEnded, VoiceActivityDetector
+    from esl_controller.waits import IDLE_POLL_SECONDS
 
     stats = Stats()
     writer = None

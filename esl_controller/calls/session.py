@@ -102,13 +102,11 @@ from esl_controller.esl import commands as cmds
 from esl_controller.esl.errors import CommandTimeout as EslCommandTimeout
 from esl_controller.esl.errors import ConnectionLost, ESLError, NotConnected
 from esl_controller.esl.protocol import ApiResult, DisconnectNotice, Event
+from esl_controller.waits import IDLE_POLL_SECONDS
 
 log = logging.getLogger("esl_controller.calls.session")
 
 QUEUE_SIZE = 2000
-#: an idle helper loop looks at its flags this often (the session's end kills it anyway); every wait is
-#: a timer and some objects, so at hundreds of calls shorter means more GC work
-IDLE_POLL_SECONDS = 5.0
 MAX_PENDING_EVENTS = 200
 #: seconds CallEvent records may wait to be written together (status changes are written at once)
 EVENT_FLUSH_SECONDS = 1.0

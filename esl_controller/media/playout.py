@@ -25,10 +25,9 @@ import gevent
 from gevent.event import Event
 
 from esl_controller.media.codecs import FRAME_MS, FrameChunker
+from esl_controller.waits import IDLE_POLL_SECONDS
 
 log = logging.getLogger("esl_controller.media.playout")
-
-IDLE_POLL_SECONDS = 5.0  # an idle pacer looks at its flags this often (enqueue and close wake it)
 
 
 class Playout:

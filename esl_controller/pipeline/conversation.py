@@ -58,6 +58,7 @@ from esl_controller.pipeline.providers.base import (
     Transcriber,
     Usage,
 )
+from esl_controller.waits import IDLE_POLL_SECONDS
 
 log = logging.getLogger("esl_controller.pipeline")
 
@@ -65,9 +66,6 @@ APOLOGY = "I'm sorry, I'm having technical difficulties. Please call back later.
 BUILTIN_TOOLS = ("endCall", "transferCall", "dtmf")
 _END = object()
 MAX_PENDING = 16  # queued says / add-message replies waiting for the current turn
-#: how long an idle loop waits before it looks at its flags again (stop wakes or kills them anyway);
-#: every wait is a timer and some objects, so at hundreds of calls shorter means more GC work
-IDLE_POLL_SECONDS = 5.0
 PLAYED_POLL_SECONDS = 0.02  # how often a port that cannot say how long its speech lasts is asked
 PLAYED_MAX_PAUSE_SECONDS = 0.5  # the longest look away while speech plays (flags are re-read then)
 ToolHandler = Callable[[str, dict[str, Any], str, Mapping[str, Any] | None], str]
